@@ -1,0 +1,1 @@
+"""keepa-deals: a collector of Amazon price deals from the Keepa API that never stalls silently."""

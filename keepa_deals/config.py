@@ -1,0 +1,199 @@
+"""Configuration from the environment and `.env`, validated once, in one place.
+
+`load_settings()` raises `ConfigError` whose message is one line naming the variable and the fix.
+Secrets (the Keepa key, passwords, the Redis URL's password) are never echoed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from dotenv import dotenv_values
+
+from keepa_deals.constants import REAL_KEEPA_API_URL, REAL_REFILL_PERIOD_MS
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+_KEEPA_KEY_PATTERN = re.compile(r"^[A-Za-z0-9]{64}$")
+_SECRET_FIELDS = ("keepa_api_key", "dashboard_password")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or invalid; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated settings; see docs/architecture.md for the variable behind each field."""
+
+    keepa_api_key: str
+    keepa_api_url: str
+    uses_simulator: bool
+    keepa_sim_port: int
+    keepa_domain: int
+    keepa_connect_timeout_s: float
+    keepa_read_timeout_s: float
+    refill_period_ms: int
+    redis_url: str | None
+    database_path: Path
+    query_path: Path
+    backfill_interval_s: float
+    upsert_interval_s: float
+    janitor_interval_s: float
+    task_slice_s: float
+    lock_ttl_s: float
+    janitor_max_age_h: float
+    dashboard_host: str
+    dashboard_port: int
+    dashboard_password: str | None
+    var_dir: Path
+
+    def __repr__(self) -> str:
+        return f"Settings({self.redacted()!r})"
+
+    def redacted(self) -> dict:
+        """The settings as a dict that is safe to print or log."""
+        values = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+        for name in _SECRET_FIELDS:
+            if values[name]:
+                values[name] = "***"
+        if values["redis_url"]:
+            values["redis_url"] = redact_url(values["redis_url"])
+        return values
+
+
+def redact_url(url: str) -> str:
+    """Replace the password of a URL such as redis://:pw@host:6379/0 with ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, dotenv_path: str | os.PathLike | None = None
+) -> Settings:
+    """Read and validate settings from `environ` (default os.environ) over the `.env` file.
+
+    Real environment variables win over `.env`. Relative paths are resolved against the project
+    root so that workers, scripts and the dashboard agree on the same files.
+    """
+    env = _merged_environment(environ, dotenv_path)
+    reader = _Reader(env)
+
+    api_key = reader.text("KEEPA_API_KEY")
+    uses_simulator = api_key is None
+    if api_key is not None and not _KEEPA_KEY_PATTERN.match(api_key):
+        raise ConfigError(
+            f"KEEPA_API_KEY: expected 64 letters and digits, got {len(api_key)} characters "
+            "(copy the key from your Keepa account page, or unset it to use the simulator)"
+        )
+    sim_port = reader.integer("KEEPA_SIM_PORT", 8765, low=1, high=65535)
+    if uses_simulator:
+        from keepa_sim import DEFAULT_API_KEY
+
+        api_key = DEFAULT_API_KEY
+        default_url = f"http://127.0.0.1:{sim_port}"
+    else:
+        default_url = REAL_KEEPA_API_URL
+    var_dir = reader.path("VAR_DIR", "var")
+    return Settings(
+        keepa_api_key=api_key,
+        keepa_api_url=reader.url("KEEPA_API_URL", default_url, schemes=("http", "https")),
+        uses_simulator=uses_simulator,
+        keepa_sim_port=sim_port,
+        keepa_domain=reader.integer("KEEPA_DOMAIN", 1, low=1, high=12),
+        keepa_connect_timeout_s=reader.number("KEEPA_CONNECT_TIMEOUT_S", 10, low=0.1),
+        keepa_read_timeout_s=reader.number("KEEPA_READ_TIMEOUT_S", 60, low=0.1),
+        refill_period_ms=reader.integer(
+            "KEEPA_REFILL_PERIOD_MS", REAL_REFILL_PERIOD_MS, low=10, high=3_600_000
+        ),
+        redis_url=reader.optional_url("REDIS_URL", schemes=("redis", "rediss", "unix")),
+        database_path=reader.path("DATABASE_PATH", str(var_dir / "deals.db")),
+        query_path=reader.path("KEEPA_QUERY_PATH", "keepa_query.json"),
+        backfill_interval_s=reader.number("BACKFILL_INTERVAL_S", 60, low=0.1),
+        upsert_interval_s=reader.number("UPSERT_INTERVAL_S", 60, low=0.1),
+        janitor_interval_s=reader.number("JANITOR_INTERVAL_S", 3600, low=1),
+        task_slice_s=reader.number("TASK_SLICE_S", 240, low=1),
+        lock_ttl_s=reader.number("LOCK_TTL_S", 30, low=0.5, high=600),
+        janitor_max_age_h=reader.number("JANITOR_MAX_AGE_H", 72, low=1),
+        dashboard_host=reader.text("DASHBOARD_HOST") or "127.0.0.1",
+        dashboard_port=reader.integer("DASHBOARD_PORT", 5000, low=1, high=65535),
+        dashboard_password=reader.text("DASHBOARD_PASSWORD"),
+        var_dir=var_dir,
+    )
+
+
+def _merged_environment(environ, dotenv_path) -> dict[str, str]:
+    real = dict(os.environ if environ is None else environ)
+    path = Path(dotenv_path) if dotenv_path is not None else PROJECT_ROOT / ".env"
+    from_file: dict[str, str] = {}
+    if path.is_file():
+        try:
+            from_file = {k: v for k, v in dotenv_values(path).items() if v is not None}
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f".env: cannot read {path}: {exc.__class__.__name__}") from None
+    return {**from_file, **real}
+
+
+class _Reader:
+    """Typed access to environment variables, raising ConfigError that names the variable."""
+
+    def __init__(self, env: Mapping[str, str]):
+        self._env = env
+
+    def text(self, name: str) -> str | None:
+        value = self._env.get(name, "").strip()
+        return value or None
+
+    def integer(self, name, default, *, low=None, high=None) -> int:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{name}: expected a whole number, got {raw!r}") from None
+        return self._in_range(name, value, low, high)
+
+    def number(self, name, default, *, low=None, high=None) -> float:
+        raw = self.text(name)
+        if raw is None:
+            return float(default)
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{name}: expected a number, got {raw!r}") from None
+        return self._in_range(name, value, low, high)
+
+    def path(self, name, default) -> Path:
+        path = Path(self.text(name) or default)
+        return path if path.is_absolute() else PROJECT_ROOT / path
+
+    def url(self, name, default, *, schemes) -> str:
+        return self.optional_url(name, schemes=schemes) or default
+
+    def optional_url(self, name, *, schemes) -> str | None:
+        raw = self.text(name)
+        if raw is None:
+            return None
+        parts = urlsplit(raw)
+        if parts.scheme not in schemes or not (parts.netloc or parts.path):
+            shown = redact_url(raw) if parts.scheme else "<not a URL>"
+            raise ConfigError(
+                f"{name}: expected a {'/'.join(schemes)} URL, got {shown!r}"
+            )
+        return raw.rstrip("/") if parts.scheme in ("http", "https") else raw
+
+    @staticmethod
+    def _in_range(name, value, low, high):
+        if low is not None and value < low:
+            raise ConfigError(f"{name}: must be at least {low}, got {value}")
+        if high is not None and value > high:
+            raise ConfigError(f"{name}: must be at most {high}, got {value}")
+        return value

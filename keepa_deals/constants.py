@@ -1,0 +1,38 @@
+"""Every constant shared between modules, in one place.
+
+Facts about Keepa that the server reports on every response (refill rate, balance, costs actually
+charged) are deliberately *not* here: they are read from the responses (DESIGN principle 1).
+"""
+
+# --- Redis key layout: one prefix per concern; nothing ever flushes a whole database.
+KEY_PREFIX = "kd:"
+LOCK_KEY_PREFIX = KEY_PREFIX + "lock:"
+BUCKET_KEY_PREFIX = KEY_PREFIX + "bucket:"
+HEARTBEAT_KEY_PREFIX = KEY_PREFIX + "hb:"
+CELERY_KEY_PREFIX = "celery:"
+
+# --- Lock names (other tools, e.g. Diagnostics/force_clear_locks.py, rely on these).
+BACKFILL_LOCK = "backfill_deals_lock"
+UPSERT_LOCK = "update_recent_deals_lock"
+BEAT_LOCK = "celery_beat_lock"
+KNOWN_LOCKS = (BACKFILL_LOCK, UPSERT_LOCK, BEAT_LOCK)
+
+# --- Task names as recorded in runs, statuses and the token ledger.
+TASK_BACKFILL = "backfill_deals"
+TASK_UPSERT = "update_recent_deals"
+TASK_JANITOR = "remove_stale_deals"
+PIPELINE_TASKS = (TASK_BACKFILL, TASK_UPSERT)
+
+# --- Token scheduling priorities: a lower number is served first.
+PRIORITY_UPSERTER = 0
+PRIORITY_BACKFILL = 1
+
+# --- Keepa protocol facts (documented, not reported per response).
+DEAL_PAGE_SIZE = 150
+DEAL_PAGE_COST = 5  # an estimate for the reservation; reconciled with tokensConsumed
+MAX_DEALS_PER_QUERY = 10_000
+MAX_ASINS_PER_PRODUCT_CALL = 100
+KEEPA_EPOCH_OFFSET_MINUTES = 21_564_000  # minutes from 1970-01-01 to 2011-01-01 (UTC)
+UNKNOWN_ROOT_CATEGORY = 9_223_372_036_854_775_807
+REAL_KEEPA_API_URL = "https://api.keepa.com"
+REAL_REFILL_PERIOD_MS = 60_000
