@@ -23,6 +23,7 @@ from pathlib import Path
 import redis
 
 from keepa_deals.config import ConfigError, Settings, load_settings, redact_url
+from keepa_deals.processes import process_alive
 
 _START_TIMEOUT_S = 10.0
 _STOP_TIMEOUT_S = 15.0
@@ -161,13 +162,14 @@ class PrivateRedis:
         pid = self.pid()
         if pid is None:
             return
-        if not save:
-            with contextlib.suppress(redis.RedisError, OSError):
-                connect(self.url).shutdown(nosave=True)
-        else:
+        if self.port is None:
+            self.port = self._recorded_port()
+        try:  # SHUTDOWN SAVE / NOSAVE: an explicit snapshot decision, whatever the save config
+            connect(self.url).shutdown(save=save, nosave=not save)
+        except (redis.RedisError, OSError):
             _signal(pid, signal.SIGTERM)
         deadline = time.monotonic() + _STOP_TIMEOUT_S
-        while _alive(pid):
+        while process_alive(pid):
             if time.monotonic() > deadline:
                 _signal(pid, signal.SIGKILL)
                 break
@@ -211,18 +213,6 @@ def ensure_redis(settings: Settings, *, start: bool = True) -> tuple[str, Privat
     return server.start(), server
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    try:  # a zombie child counts as gone
-        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state != "Z"
-
-
 def _signal(pid: int, sig: int) -> None:
     with contextlib.suppress(OSError):
         os.kill(pid, sig)
@@ -241,9 +231,7 @@ def main(argv: list[str] | None = None) -> int:
             url, _ = ensure_redis(settings)
             print(f"redis: answering at {redact_url(url)}")
         elif args.action == "stop":
-            server = private_redis(settings)
-            server.port = server._recorded_port()
-            server.stop()
+            private_redis(settings).stop()
             print("redis: private server stopped")
         elif args.action == "url":
             url, _ = ensure_redis(settings, start=False)
