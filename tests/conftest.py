@@ -10,30 +10,17 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import requests
+from support import wait_until
 
 from keepa_deals.redis_server import PrivateRedis, connect, free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SIM_START_TIMEOUT_S = 20
-
-
-def wait_until(condition: Callable[[], object], timeout: float, interval: float = 0.05,
-               message: str = "condition") -> object:
-    """Poll `condition` until it returns a truthy value; fail the test after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.1f}s waiting for {message}")
-        time.sleep(interval)
 
 
 class RedisUnderTest:
