@@ -17,11 +17,11 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
 import redis
 
 from keepa_deals.constants import LOCK_KEY_PREFIX
+from keepa_deals.processes import process_alive
 
 RENEWALS_PER_TTL = 3
 
@@ -197,7 +197,7 @@ def inspect(redis_client: redis.Redis) -> list[LockInfo]:
         since = _number(owner.get("since")) if owner else None
         alive = None
         if owner and owner.get("host") == host and isinstance(owner.get("pid"), int):
-            alive = _process_alive(owner["pid"])
+            alive = process_alive(owner["pid"])
         infos.append(LockInfo(
             name=key[len(LOCK_KEY_PREFIX):],
             key=key,
@@ -222,21 +222,6 @@ def _decode(raw) -> dict | None:
     if not isinstance(value, dict):
         return {"raw": text[:200]}
     return {k: value.get(k) for k in ("host", "pid", "task_id", "since", "renewed_at")}
-
-
-def _process_alive(pid: int) -> bool:
-    """True when `pid` runs on this host and is not a zombie."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        status = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return status != "Z"
 
 
 def _number(value) -> float | None:

@@ -5,7 +5,9 @@ and projects whole refill ticks between responses. Requests reserve their estima
 they are sent; reservations are kept apart from the mirrored balance, so adopting a server
 envelope never erases another process's in-flight request (available = balance − reservations).
 Admission follows Keepa: grant while available > 0, whatever the cost. Waits are derived from
-the refill clock, bounded, jittered, and re-checked at least once per refill period.
+the refill clock, bounded, jittered, and re-checked at least once per refill period. A 429 means
+the server admits nothing before its next refill tick, whatever balance it reports: nothing is
+granted to anyone before the tick the 429's refillIn names (state field blocked_until).
 
 Priorities: a lower number goes first (constants.PRIORITY_UPSERTER). A request yields while a
 more urgent one is due, unless its class has had less than GUARANTEED_SHARE of the recent tokens
@@ -30,7 +32,7 @@ from pathlib import Path
 
 import redis
 
-from keepa_deals.constants import BUCKET_KEY_PREFIX, PRIORITY_UPSERTER
+from keepa_deals.constants import BUCKET_KEY_PREFIX, PRIORITY_BACKFILL, PRIORITY_UPSERTER
 from keepa_deals.envelope import TokenEnvelope
 
 GUARANTEED_SHARE = 0.35  # a waiting class below this share of recent tokens is served first
@@ -181,6 +183,7 @@ class TokenBucket:
         not subtracted again: it goes to the task's ledger and corrects the priority share.
         envelope None means the request failed without a Keepa body: only the reservation is
         dropped (the caller re-syncs from /token, since whether it was charged is unknown).
+        status 429 with an envelope blocks every grant until now + its refillIn (blocked_until).
         """
         keys = self.keys
         self._call(
@@ -208,30 +211,30 @@ class TokenBucket:
         Wait(reason="needs_sync") when the bucket has no state. Raises TokenStarvedError when
         the server reports refillRate 0 and the balance is not positive.
         """
-        if not isinstance(cost, int) or isinstance(cost, bool) or cost < 0:
-            raise ValueError(f"cost must be a whole number >= 0, got {cost!r}")
-        if not isinstance(priority, int) or isinstance(priority, bool):
-            raise ValueError(f"priority must be an int, got {priority!r}")
         request_id = request_id or uuid.uuid4().hex
-        keys = self.keys
-        reply = self._call(
-            "acquire",
-            [keys.state, keys.reservations, keys.waiters, keys.share, keys.ledger(task),
-             keys.tasks],
-            [cost, priority, request_id, _opt(now_ms), self.period_ms, self.reservation_ttl_ms,
-             GUARANTEED_SHARE, SHARE_WINDOW_TICKS * self.period_ms, self._yield_ms,
-             max(self.period_ms, _MIN_WAITER_GRACE_MS), waited_ms, task],
-        )
-        verdict = _text(reply[0])
-        if verdict == "grant":
+        reply = self._decide(cost, priority, task, now_ms, request_id=request_id,
+                             waited_ms=waited_ms, peek=False)
+        if reply[0] == "grant":
             return Grant(Reservation(request_id, cost, priority, task), int(reply[1]))
-        if verdict == "wait":
+        if reply[0] == "wait":
             return Wait(int(reply[1]), _text(reply[2]))
-        if verdict == "sync":
-            return Wait(0, "needs_sync")
-        raise TokenStarvedError(
-            f"bucket {self.name!r}: Keepa reports refillRate 0 and a balance <= 0; no request "
-            "can be admitted (check the key's plan and its API trackings)")
+        return Wait(0, "needs_sync")
+
+    def eta_ms(self, cost: int = 1, priority: int = PRIORITY_BACKFILL,
+               now_ms: int | None = None) -> int | None:
+        """Milliseconds until `acquire` would grant a request of this priority (0 = now).
+
+        Read-only: acquire's own decision, computed without reserving, registering a waiter or
+        purging. None when the bucket has no state (it needs a /token sync first); raises
+        TokenStarvedError like acquire. After a 429 the ETA is at least the time to the tick
+        the server named (blocked_until).
+        """
+        reply = self._decide(cost, priority, "", now_ms, request_id="", waited_ms=0, peek=True)
+        if reply[0] == "grant":
+            return 0
+        if reply[0] == "wait":
+            return int(reply[1])
+        return None
 
     def snapshot(self, now_ms: int | None = None) -> dict:
         """The bucket for the dashboard (shape in docs/architecture.md, tokens.py section)."""
@@ -243,8 +246,8 @@ class TokenBucket:
         for priority in priorities:
             waiting["upserter" if priority <= PRIORITY_UPSERTER else "backfill"] += 1
         synced = len(reply) > 3
-        balance, projected, rate, next_tick, synced_at = (
-            [int(v) for v in reply[3:8]] if synced else [None] * 5)
+        balance, projected, rate, next_tick, synced_at, blocked_until = (
+            [int(v) for v in reply[3:9]] if synced else [None] * 6)
         return {
             "state": "ok" if synced else "needs_sync",
             "balance": balance,
@@ -255,6 +258,7 @@ class TokenBucket:
             "next_tick_ms": next_tick,
             "period_ms": self.period_ms,
             "synced_at_ms": synced_at,
+            "blocked_until_ms": blocked_until or None,
             "waiting": waiting,
             "tasks": self._ledgers(now),
             "history": self._history(),
@@ -269,6 +273,30 @@ class TokenBucket:
     @property
     def _history_every_ms(self) -> int:
         return self.period_ms // HISTORY_SAMPLES_PER_PERIOD
+
+    def _decide(self, cost: int, priority: int, task: str, now_ms: int | None, *,
+                request_id: str, waited_ms: int, peek: bool) -> list:
+        """Run acquire.lua (peek: the same decision, nothing written); the reply with its verdict
+        decoded. Raises ValueError for a bad cost/priority, TokenStarvedError when starved."""
+        if not isinstance(cost, int) or isinstance(cost, bool) or cost < 0:
+            raise ValueError(f"cost must be a whole number >= 0, got {cost!r}")
+        if not isinstance(priority, int) or isinstance(priority, bool):
+            raise ValueError(f"priority must be an int, got {priority!r}")
+        keys = self.keys
+        reply = self._call(
+            "acquire",
+            [keys.state, keys.reservations, keys.waiters, keys.share, keys.ledger(task),
+             keys.tasks],
+            [cost, priority, request_id, _opt(now_ms), self.period_ms, self.reservation_ttl_ms,
+             GUARANTEED_SHARE, SHARE_WINDOW_TICKS * self.period_ms, self._yield_ms,
+             max(self.period_ms, _MIN_WAITER_GRACE_MS), waited_ms, task, int(peek)],
+        )
+        verdict = _text(reply[0])
+        if verdict == "starved":
+            raise TokenStarvedError(
+                f"bucket {self.name!r}: Keepa reports refillRate 0 and a balance <= 0; no "
+                "request can be admitted (check the key's plan and its API trackings)")
+        return [verdict, *reply[1:]]
 
     def _sleep(self, wait_ms: int, cost: int, task: str, deadline: float | None) -> float:
         """Sleep for one bounded, jittered slice of a wait; returns the seconds slept."""

@@ -9,6 +9,8 @@
 --                      server_left  tokensLeft of that envelope (tie-break on equal timestamps)
 --                      synced_at    Redis-clock ms of the last adoption
 --                      history_at   Redis-clock ms of the last balance-history sample
+--                      blocked_until Redis-clock ms before which nothing is granted: the refill
+--                                   tick named by the last 429's refillIn (ignored once past)
 --   reservations hash  id -> "cost:expiry_ms:priority"   in-flight requests, kept apart from balance
 --   waiters      hash  id -> "priority:wake_ms:expiry_ms" requests sleeping for tokens
 --   share        hash  at -> window start ms, p<priority> -> tokens granted (halved every window)
@@ -24,13 +26,14 @@ end
 
 local function read_state(key)
   local v = redis.call('HMGET', key, 'balance', 'rate', 'next_tick', 'server_ts', 'server_left',
-                       'synced_at', 'history_at')
+                       'synced_at', 'history_at', 'blocked_until')
   if not v[1] or not v[2] or not v[3] then
     return nil
   end
   return {balance = tonumber(v[1]), rate = tonumber(v[2]), next_tick = tonumber(v[3]),
           server_ts = tonumber(v[4] or 0), server_left = tonumber(v[5] or 0),
-          synced_at = tonumber(v[6] or 0), history_at = tonumber(v[7] or 0)}
+          synced_at = tonumber(v[6] or 0), history_at = tonumber(v[7] or 0),
+          blocked_until = tonumber(v[8] or 0)}
 end
 
 -- Apply every whole refill tick due by `now`, like Keepa: tokens = min(tokens + rate, 60 * rate)
@@ -45,14 +48,17 @@ local function project(state, now, period)
   return ticks
 end
 
--- Sum of the live reservations; expired ones (dead holders) are deleted on the way.
-local function live_reserved(key, now)
+-- Sum of the live reservations; expired ones (dead holders) are deleted on the way unless
+-- `read_only`.
+local function live_reserved(key, now, read_only)
   local entries = redis.call('HGETALL', key)
   local total = 0
   for i = 1, #entries, 2 do
     local cost, expiry = string.match(entries[i + 1], '^(-?%d+):(%d+)')
     if tonumber(expiry) <= now then
-      redis.call('HDEL', key, entries[i])
+      if not read_only then
+        redis.call('HDEL', key, entries[i])
+      end
     else
       total = total + tonumber(cost)
     end
@@ -60,14 +66,17 @@ local function live_reserved(key, now)
   return total
 end
 
--- The live waiters as a list of {id, priority, wake}; expired ones are deleted on the way.
-local function live_waiters(key, now)
+-- The live waiters as a list of {id, priority, wake}; expired ones are deleted on the way unless
+-- `read_only`.
+local function live_waiters(key, now, read_only)
   local entries = redis.call('HGETALL', key)
   local waiters = {}
   for i = 1, #entries, 2 do
     local priority, wake, expiry = string.match(entries[i + 1], '^(-?%d+):(%d+):(%d+)')
     if tonumber(expiry) <= now then
-      redis.call('HDEL', key, entries[i])
+      if not read_only then
+        redis.call('HDEL', key, entries[i])
+      end
     else
       waiters[#waiters + 1] = {id = entries[i], priority = tonumber(priority), wake = tonumber(wake)}
     end

@@ -9,6 +9,9 @@
 -- The reservation is dropped; the envelope's tokensLeft (which already includes this request's
 -- charge) replaces the mirrored balance only if it is newer than the last adopted one. Other
 -- in-flight reservations stay untouched, so available = balance - their sum remains right.
+-- A 429 means the server admits nothing before its next refill tick, whatever balance it reports
+-- (a forced 429, a phantom consumer racing us): state.blocked_until moves to that tick
+-- (now + refillIn), and acquire grants nothing to anyone before it.
 
 local now = clock_ms(ARGV[5])
 local cost = tonumber(ARGV[2])
@@ -20,6 +23,12 @@ local adopted = 0
 if env and adopt(KEYS[1], KEYS[6], read_state(KEYS[1]), env, now, tonumber(ARGV[12]),
                  tonumber(ARGV[13])) then
   adopted = 1
+end
+if env and env.ts > 0 and ARGV[6] == '429' then
+  local tick = now + math.max(env.refill_in, 1)
+  if tick > tonumber(redis.call('HGET', KEYS[1], 'blocked_until') or '0') then
+    redis.call('HSET', KEYS[1], 'blocked_until', tick)
+  end
 end
 
 -- The share counted the estimate at grant time; correct it to what was charged.

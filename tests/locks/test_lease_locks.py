@@ -1,13 +1,16 @@
 """Lease locks against a real Redis: crash recovery by TTL, renewal, ownership, inspection."""
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
 import time
 
 import pytest
+from support import wait_until
 
 from keepa_deals.constants import BACKFILL_LOCK, LOCK_KEY_PREFIX, UPSERT_LOCK
 from keepa_deals.locks import LeaseLock, LeaseLost, LockHeld, inspect
@@ -17,14 +20,6 @@ pytestmark = pytest.mark.timeout(60)
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TTL_S = 1.0
-
-
-def wait_for(condition, timeout, message):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {message}")
-        time.sleep(0.01)
 
 
 def start_holder(redis_url, name, ttl_s):
@@ -57,7 +52,7 @@ def test_a_killed_holders_lock_frees_itself_within_one_ttl(redis_server, redis_c
         [info] = inspect(redis_client) or [None]
         if info is not None:  # not yet expired: the dead holder is reported as such
             assert info.holder_alive is False
-        wait_for(lambda: redis_client.get(LOCK_KEY_PREFIX + BACKFILL_LOCK) is None,
+        wait_until(lambda: redis_client.get(LOCK_KEY_PREFIX + BACKFILL_LOCK) is None,
                  TTL_S + 1, "the dead holder's lease to expire")
         assert time.monotonic() - killed_at <= TTL_S + 0.25
         assert LeaseLock(redis_client, BACKFILL_LOCK, ttl_s=TTL_S).acquire()
@@ -95,7 +90,7 @@ def test_a_non_owner_cannot_release_or_renew(redis_client):
 def test_an_expired_holder_cannot_release_its_successors_lock(redis_client):
     first = LeaseLock(redis_client, BACKFILL_LOCK, ttl_s=0.2)
     assert first.acquire()
-    wait_for(lambda: redis_client.get(first.key) is None, 2, "the lease to expire")
+    wait_until(lambda: redis_client.get(first.key) is None, 2, "the lease to expire", interval=0.01)
     second = LeaseLock(redis_client, BACKFILL_LOCK, ttl_s=5)
     assert second.acquire()
     assert first.renew() is False and first.lost.is_set()
@@ -132,12 +127,18 @@ def test_entering_a_held_lock_names_the_holder(redis_client):
         assert caught.value.owner["task_id"] == "task-1"
 
 
-def test_inspect_reports_foreign_hosts_and_unknown_values(redis_client):
+def test_inspect_reports_foreign_hosts_dead_local_holders_and_unknown_values(redis_client):
     redis_client.set(LOCK_KEY_PREFIX + "elsewhere",
                      '{"host": "other-host", "pid": 1, "task_id": null, "since": 1.0, '
                      '"renewed_at": 2.0, "token": "t"}', px=5000)
+    exited = subprocess.Popen([sys.executable, "-c", "pass"])
+    exited.wait()
+    redis_client.set(LOCK_KEY_PREFIX + "orphan", json.dumps(
+        {"host": socket.gethostname(), "pid": exited.pid, "task_id": "gone", "since": 1.0,
+         "renewed_at": 1.0, "token": "t"}), px=5000)
     redis_client.set(LOCK_KEY_PREFIX + "legacy", "1")
     infos = {info.name: info for info in inspect(redis_client)}
     assert infos["elsewhere"].holder_alive is None and infos["elsewhere"].renewed_at == 2.0
+    assert infos["orphan"].holder_alive is False, "a holder that exited on this host is dead"
     assert "token" not in infos["elsewhere"].owner
     assert infos["legacy"].owner == {"raw": "1"} and infos["legacy"].ttl_s is None

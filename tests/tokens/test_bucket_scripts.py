@@ -199,16 +199,81 @@ def test_a_backfiller_with_its_share_yields_to_the_upserter(bucket):
     assert bucket.acquire(20, BACK, "bf", now_ms=1_400).reason == "yield"
 
 
+def test_a_429_blocks_every_grant_until_the_tick_its_envelope_names(bucket):
+    bucket.sync(env(ts=10, left=100, refill_in=400), now_ms=1_000)
+    first = bucket.acquire(5, UP, "up", now_ms=1_000)
+    second = bucket.acquire(5, BACK, "bf", now_ms=1_000)
+    # A forced 429 (or a phantom consumer's race) while the server reports a positive balance.
+    bucket.reconcile(first.reservation, env(ts=20, left=100, refill_in=300), status=429,
+                     now_ms=1_010)
+    assert bucket.snapshot(now_ms=1_100)["blocked_until_ms"] == 1_310
+    assert bucket.acquire(5, UP, "up", now_ms=1_100) == Wait(210, "tokens")
+    assert bucket.acquire(5, BACK, "bf", now_ms=1_100) == Wait(210, "tokens"), "nobody is granted"
+    # A late 429 naming an earlier tick does not shorten the block; nor does a /token sync.
+    bucket.reconcile(second.reservation, env(ts=15, left=100, refill_in=100), status=429,
+                     now_ms=1_120)
+    bucket.sync(env(ts=30, left=100, refill_in=180), now_ms=1_130)
+    assert bucket.acquire(5, UP, "up", now_ms=1_309) == Wait(1, "tokens")
+    assert isinstance(bucket.acquire(5, UP, "up", now_ms=1_310), Grant), "time ends the block"
+    assert bucket.snapshot(now_ms=1_310)["blocked_until_ms"] is None
+    tasks = bucket.snapshot(now_ms=1_310)["tasks"]
+    assert tasks["up"]["http_429"] == 1 and tasks["bf"]["http_429"] == 1
+
+
+def test_a_429_at_a_deficit_waits_for_the_refill_not_just_the_tick(bucket):
+    bucket.sync(env(ts=10, left=5, refill_in=400, rate=5), now_ms=1_000)
+    grant = bucket.acquire(5, BACK, "bf", now_ms=1_000)
+    # The real API's 429: a phantom consumer drained the key to -7.
+    bucket.reconcile(grant.reservation, env(ts=20, left=-7, refill_in=300, rate=5), status=429,
+                     now_ms=1_010)
+    # -7 -> -2 at the tick, -> 3 one period later: the refill wait, longer than the block.
+    assert bucket.acquire(5, BACK, "bf", now_ms=1_010) == Wait(300 + PERIOD, "tokens")
+
+
+def test_a_429_without_a_keepa_body_blocks_nothing(bucket):
+    bucket.sync(env(ts=10, left=100), now_ms=1_000)
+    grant = bucket.acquire(5, BACK, "bf", now_ms=1_000)
+    bucket.reconcile(grant.reservation, None, status=429, now_ms=1_010)
+    assert isinstance(bucket.acquire(5, BACK, "bf", now_ms=1_020), Grant)
+
+
+def bucket_contents(client) -> dict:
+    return {key: client.dump(key) for key in sorted(client.scan_iter("kd:bucket:*"))}
+
+
+def test_eta_is_the_acquire_decision_without_any_write(bucket, redis_client):
+    assert bucket.eta_ms(5, BACK, now_ms=1_000) is None, "no state: sync first"
+    bucket.sync(env(ts=10, left=1, refill_in=400, rate=5), now_ms=1_000)
+    assert bucket.acquire(11, BACK, "bf", now_ms=1_000).available_after == -10  # expires at 6000
+    bucket.acquire(5, UP, "up", now_ms=1_000)  # waits 3 ticks; re-checks at 2000, gone at 4000
+    before = bucket_contents(redis_client)
+    assert bucket.eta_ms(5, BACK, now_ms=1_000) == 2_400  # ceil(11 / 5) = 3 ticks
+    assert bucket.eta_ms(priority=UP, now_ms=3_400) == 0
+    assert bucket.eta_ms(priority=BACK, now_ms=3_400) == PERIOD // 20, "yields to the upserter"
+    assert bucket.eta_ms(priority=BACK, now_ms=6_000) == 0, "expired entries no longer count"
+    assert bucket_contents(redis_client) == before, "eta_ms reserved, registered or purged"
+    assert bucket.acquire(5, BACK, "bf", now_ms=3_400) == Wait(PERIOD // 20, "yield")
+    grant = bucket.acquire(5, UP, "up", now_ms=3_400)
+    bucket.reconcile(grant.reservation, env(ts=20, left=50, refill_in=300), status=429,
+                     now_ms=3_410)
+    assert bucket.eta_ms(priority=UP, now_ms=3_500) == 210
+    bucket.sync(env(ts=30, left=0, rate=0), now_ms=3_800)
+    with pytest.raises(TokenStarvedError):
+        bucket.eta_ms(now_ms=3_800)
+
+
 def test_ledger_and_snapshot_shape(bucket):
     bucket.sync(env(ts=10, left=100), now_ms=60_000)
-    for status, consumed in ((200, 5), (429, 0), (200, 7)):
-        grant = bucket.acquire(5, BACK, "bf", now_ms=60_000, waited_ms=250)
-        bucket.reconcile(grant.reservation, env(ts=20, left=90, consumed=consumed),
-                         status=status, now_ms=61_000)
+    for n, (status, consumed) in enumerate(((200, 5), (429, 0), (200, 7))):
+        now = 60_000 + n * PERIOD  # after the 429's block (refillIn 400) has passed
+        grant = bucket.acquire(5, BACK, "bf", now_ms=now, waited_ms=250)
+        bucket.reconcile(grant.reservation, env(ts=20 + n, left=90, consumed=consumed),
+                         status=status, now_ms=now + 10)
     snap = bucket.snapshot(now_ms=125_000)
     assert set(snap) == {"state", "balance", "projected_balance", "reserved", "refill_rate",
-                         "ceiling", "next_tick_ms", "period_ms", "synced_at_ms", "waiting",
-                         "tasks", "history"}
+                         "ceiling", "next_tick_ms", "period_ms", "synced_at_ms",
+                         "blocked_until_ms", "waiting", "tasks", "history"}
+    assert snap["blocked_until_ms"] is None, "a past block is no block"
     assert snap["tasks"]["bf"] == {"tokens_last_hour": 12, "requests": 3, "http_429": 1,
                                    "waits": 3, "wait_ms": 750, "per_minute": [[1, 12]]}
     assert snap["period_ms"] == PERIOD and snap["history"][0] == [60_000, 100]
