@@ -18,6 +18,7 @@ from pathlib import Path
 
 import redis
 
+from keepa_deals.config import ConfigError, load_settings
 from keepa_deals.constants import HEARTBEAT_KEY_PREFIX
 
 WORKER_KEY_PREFIX = HEARTBEAT_KEY_PREFIX + "worker:"
@@ -31,11 +32,14 @@ _NUMERIC_FIELDS = ("pid", "ts", "progress", "eta_s", "updated_at", "run_id")
 
 @cache
 def code_revision() -> str:
-    """The deployed code revision: var/REVISION if a deploy wrote it, else `git rev-parse HEAD`."""
-    root = Path(__file__).resolve().parent.parent
-    recorded = root / "var" / "REVISION"
-    if recorded.is_file():
+    """The deployed revision: $VAR_DIR/REVISION if a deploy wrote it, else `git rev-parse HEAD`."""
+    try:
+        recorded = load_settings().var_dir / "REVISION"
+    except ConfigError:
+        recorded = None
+    if recorded is not None and recorded.is_file():
         return recorded.read_text().strip()[:40] or "unknown"
+    root = Path(__file__).resolve().parent.parent
     try:
         out = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "HEAD"],

@@ -106,13 +106,13 @@ class PrivateRedis:
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def pid(self) -> int | None:
-        """The server's pid if its pidfile names a live process, else None."""
+        """The pidfile's pid if it is a live redis-server (not a reused pid), else None."""
         try:
             pid = int(self.pidfile.read_text().strip())
-            os.kill(pid, 0)
+            executable = Path(f"/proc/{pid}/exe").resolve().name
         except (OSError, ValueError):
             return None
-        return pid
+        return pid if process_alive(pid) and executable.startswith("redis-server") else None
 
     def is_running(self) -> bool:
         return self.port is not None and self.pid() is not None and answers(self.url)
