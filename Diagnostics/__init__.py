@@ -1,0 +1,1 @@
+"""Command-line diagnostics for humans: force_clear_locks.py, health_report.py."""

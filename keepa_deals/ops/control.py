@@ -1,0 +1,274 @@
+"""Start, stop and list the services as supervised daemons (start_celery.sh and
+kill_everything_force.sh), one start or stop at a time (a file lock under VAR_DIR/run).
+
+Start refuses to run a second copy of a service: a service counts as running while its
+supervisor's (or its own) pidfile names a live process with exactly the recorded command line.
+Before anything starts, the Celery app must import with every scheduled task registered
+(`python -m keepa_deals.celery_app check`), Redis must answer and the database is migrated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from keepa_deals import db
+from keepa_deals.config import PROJECT_ROOT, Settings
+from keepa_deals.ops import processes
+from keepa_deals.ops.paths import (
+    failed_marker,
+    log_dir,
+    ops_lock,
+    revision_file,
+    service_pidfile,
+    supervisor_pidfile,
+)
+from keepa_deals.ops.pidfile import PidFile
+from keepa_deals.ops.services import (
+    SERVICE_NAMES,
+    Service,
+    busy_ports,
+    environment,
+    services,
+    system_redis,
+)
+from keepa_deals.processes import process_alive
+from keepa_deals.redis_server import RedisUnavailable
+
+Report = Callable[[str], None]
+_LOCK_WAIT_S = 120.0
+_POLL_S = 0.25
+_LOG_TAIL_LINES = 12
+
+
+class OpsError(RuntimeError):
+    """An operation cannot go on; the message says why and what to do."""
+
+
+class AlreadyRunning(OpsError):
+    """Every service already runs: starting a second copy is refused."""
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    supervisor_pid: int | None
+    pid: int | None
+    gave_up: str | None
+
+    @property
+    def running(self) -> bool:
+        return self.supervisor_pid is not None or self.pid is not None
+
+    def describe(self) -> str:
+        if self.supervisor_pid and self.pid:
+            return f"running (pid {self.pid}, supervisor pid {self.supervisor_pid})"
+        if self.supervisor_pid:
+            return f"restarting (supervisor pid {self.supervisor_pid}, no live process)"
+        if self.pid:
+            return f"running WITHOUT its supervisor (pid {self.pid})"
+        return f"GAVE UP: {self.gave_up}" if self.gave_up else "not running"
+
+
+def status(settings: Settings, names=SERVICE_NAMES) -> list[ServiceStatus]:
+    """What runs now, by pidfile (exact command line), for each named service."""
+    found = []
+    for name in names:
+        marker = failed_marker(settings, name)
+        found.append(ServiceStatus(
+            name, supervisor_pidfile(settings, name).live_pid(),
+            service_pidfile(settings, name).live_pid(),
+            marker.read_text().strip() if marker.is_file() else None))
+    return found
+
+
+@contextlib.contextmanager
+def exclusive(settings: Settings, wait_s: float = _LOCK_WAIT_S) -> Iterator[None]:
+    """Hold the start/stop lock (an flock, released when this process ends, however)."""
+    path = ops_lock(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise OpsError(f"another start/stop still holds {path} after "
+                                   f"{wait_s:g}s") from None
+                time.sleep(_POLL_S)
+        yield
+
+
+def preflight(python: str = sys.executable) -> str:
+    """Run the Celery start-up check in a fresh interpreter; its summary, or OpsError."""
+    completed = subprocess.run(
+        [python, "-m", "keepa_deals.celery_app", "check"], cwd=PROJECT_ROOT,
+        capture_output=True, text=True, timeout=120, check=False)
+    if completed.returncode != 0:
+        lines = (completed.stderr or completed.stdout).strip().splitlines() or ["no output"]
+        raise OpsError(f"pre-flight failed: the Celery app does not load cleanly: {lines[-1]}")
+    return completed.stdout.strip()
+
+
+def record_revision(settings: Settings) -> str:
+    """Write the checkout's commit to VAR_DIR/REVISION (what the started processes run); without
+    a git checkout (e.g. a tarball) the recorded revision is kept as it is."""
+    path = revision_file(settings)
+    revision = ""
+    if (PROJECT_ROOT / ".git").exists():
+        completed = subprocess.run(["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"],
+                                   capture_output=True, text=True, timeout=10, check=False)
+        revision = completed.stdout.strip() if completed.returncode == 0 else ""
+    if not revision:
+        return path.read_text().strip() if path.is_file() else "unknown"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(revision + "\n")
+    return revision
+
+
+def migrate(settings: Settings) -> None:
+    """Apply the database migrations (idempotent)."""
+    settings.database_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        conn = db.connect(settings.database_path)
+        try:
+            db.migrate(conn)
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise OpsError(f"DATABASE_PATH {settings.database_path}: migration failed: "
+                       f"{exc}") from None
+
+
+def start(settings: Settings, *, timeout_s: float, report: Report = print) -> None:
+    """Start every service that is not running as a supervised daemon and wait until each is
+    ready. Raises AlreadyRunning when all of them run, OpsError when one cannot start."""
+    with exclusive(settings):
+        try:
+            redis_url, started_redis = system_redis(settings)
+        except RedisUnavailable as exc:
+            raise OpsError(str(exc)) from None
+        wanted = services(settings, redis_url)
+        current = {s.name: s for s in status(settings, [s.name for s in wanted])}
+        orphans = [s for s in current.values() if s.pid and not s.supervisor_pid]
+        if orphans:
+            raise OpsError(", ".join(f"{s.name} (pid {s.pid})" for s in orphans)
+                           + " running without a supervisor: stop it first with "
+                             "./kill_everything_force.sh")
+        missing = [s for s in wanted if not current[s.name].running]
+        if not missing:
+            raise AlreadyRunning("already running: " + "; ".join(
+                f"{s.name} {current[s.name].describe()}" for s in wanted)
+                + " (stop with ./kill_everything_force.sh)")
+        if started_redis:
+            report("redis: started the private server (data under VAR_DIR/redis)")
+        problems = busy_ports(missing)
+        if problems:
+            raise OpsError("; ".join(problems))
+        report(preflight())
+        migrate(settings)
+        report(f"revision: {record_revision(settings)}")
+        env = environment(redis_url)
+        launched = {s.name: (s, _launch_supervisor(settings, s.name, env)) for s in missing}
+        for name, status_now in current.items():
+            if status_now.running:
+                report(f"{name}: already {status_now.describe()}")
+        _wait_ready(settings, launched, timeout_s, report)
+
+
+def stop(settings: Settings, *, timeout_s: float, report: Report = print) -> bool:
+    """Stop every service (supervisors get TERM and pass it on), KILL what is left after
+    `timeout_s`; remove the pidfiles of what is gone. True when nothing is left running."""
+    with exclusive(settings):
+        targets: list[processes.StopTarget] = []
+        supervised: dict[int, list[str]] = {}
+        for entry in status(settings, tuple(reversed(SERVICE_NAMES))):
+            if entry.supervisor_pid:
+                supervised.setdefault(entry.supervisor_pid, []).append(entry.name)
+            if entry.pid:
+                targets.append(processes.StopTarget(
+                    entry.name, entry.pid, group=processes.process_group(entry.pid) == entry.pid,
+                    term=entry.supervisor_pid is None))
+        targets += [processes.StopTarget(f"supervisor of {'+'.join(names)}", pid)
+                    for pid, names in supervised.items()]
+        if not targets:
+            report("nothing is running")
+        stopped = processes.stop(targets, timeout_s, report)
+        for name in SERVICE_NAMES:
+            for pidfile in (supervisor_pidfile(settings, name), service_pidfile(settings, name)):
+                _drop_if_stale(pidfile, report)
+        return stopped
+
+
+def _drop_if_stale(pidfile: PidFile, report: Report) -> None:
+    """Remove a pidfile whose process is gone or is not ours (that process is left alone)."""
+    pid = pidfile.recorded_pid()
+    if pid is None or pidfile.live_pid() is not None:
+        return
+    if process_alive(pid):
+        report(f"{pidfile.pid_path.name}: pid {pid} now runs something else; left that "
+               "process alone and removed the stale pidfile")
+    pidfile.remove()
+
+
+def _launch_supervisor(settings: Settings, name: str, env: dict) -> subprocess.Popen:
+    failed_marker(settings, name).unlink(missing_ok=True)
+    log_dir(settings).mkdir(parents=True, exist_ok=True)
+    with (log_dir(settings) / f"{name}.supervisor.err").open("ab") as errors:
+        return subprocess.Popen(
+            [sys.executable, "-m", "keepa_deals.ops.supervisor", name], cwd=PROJECT_ROOT,
+            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors,
+            start_new_session=True)
+
+
+def _wait_ready(settings: Settings, launched: dict[str, tuple[Service, subprocess.Popen]],
+                timeout_s: float, report: Report) -> None:
+    pending = dict(launched)
+    problems = []
+    deadline = time.monotonic() + timeout_s
+    while pending and time.monotonic() < deadline:
+        for name, (service, daemon) in list(pending.items()):
+            pid = service_pidfile(settings, name).live_pid()
+            if pid and service.ready(pid):
+                report(f"{name}: ready (pid {pid}) — {service.where}")
+                del pending[name]
+            elif daemon.poll() is not None:
+                problems.append(f"{name}: {_why_supervisor_ended(settings, name)}")
+                del pending[name]
+        time.sleep(_POLL_S)
+    problems += [f"{name}: not ready after {timeout_s:g}s (still supervised)" for name in pending]
+    if problems:
+        for problem in problems:
+            name = problem.split(":", 1)[0]
+            report(f"--- last lines of {log_dir(settings) / name}.log:")
+            for line in _tail(log_dir(settings) / f"{name}.log"):
+                report(f"    {line}")
+        raise OpsError("; ".join(problems) + f" — see {log_dir(settings)}")
+
+
+def _why_supervisor_ended(settings: Settings, name: str) -> str:
+    marker = failed_marker(settings, name)
+    if marker.is_file():
+        return "gave up: " + marker.read_text().strip()
+    errors = _tail(log_dir(settings) / f"{name}.supervisor.err", 1)
+    return "its supervisor exited at once" + (f": {errors[-1]}" if errors else "")
+
+
+def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> list[str]:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(0, 2)
+            handle.seek(max(0, handle.tell() - 64 * 1024))
+            text = handle.read().decode("utf-8", errors="replace")
+    except OSError:
+        return []
+    return text.splitlines()[-lines:]

@@ -1,0 +1,110 @@
+"""Is the deployed revision healthy? The deploy health gate and the "nothing to do" check.
+
+Gate: the dashboard's /healthz answers 200 and at least one task run of the deployed revision,
+started after the deploy began, ended `ok` (the `runs` table). "Already healthy" (what makes a
+repeated deploy a no-op): every service runs, the worker and beat heartbeats report the
+deployed revision (a worker on stale code fails this, FAILURES L10), and /healthz answers 200.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+
+import redis
+
+from keepa_deals import db, heartbeats
+from keepa_deals.config import Settings
+from keepa_deals.ops.control import OpsError, status
+from keepa_deals.ops.paths import revision_file
+from keepa_deals.ops.services import dashboard_url, http_status, services
+from keepa_deals.redis_server import RedisUnavailable, connect, ensure_redis
+
+_POLL_S = 1.0
+_RUNS_SHOWN = 3
+
+
+class GateFailed(OpsError):
+    """The deployed revision did not prove healthy in time; the message says what was missing."""
+
+
+def healthz_status(settings: Settings) -> int | None:
+    """HTTP status of the dashboard's /healthz, None when nothing answers."""
+    return http_status(dashboard_url(settings) + "healthz")
+
+
+def runs_of(settings: Settings, revision: str, since: float) -> list[tuple[str, str, str]]:
+    """(task, outcome, error) of the runs of `revision` started at or after `since`, newest
+    first; empty while the database or its tables do not exist yet."""
+    try:
+        conn = db.readonly_connect(settings.database_path, busy_timeout_s=5)
+    except (OSError, sqlite3.Error):
+        return []
+    try:
+        rows = conn.execute(
+            "SELECT task, outcome, COALESCE(error, '') FROM runs "
+            "WHERE revision = ? AND started_at >= ? ORDER BY id DESC LIMIT 50",
+            (revision, int(since))).fetchall()
+    except sqlite3.OperationalError:
+        return []
+    finally:
+        conn.close()
+    return [tuple(row) for row in rows]
+
+
+def wait_healthy(settings: Settings, *, revision: str, since: float, timeout_s: float,
+                 report: Callable[[str], None] = print) -> None:
+    """Return once /healthz is 200 and a run of `revision` ended ok; else raise GateFailed."""
+    deadline = time.monotonic() + timeout_s
+    healthz, runs = None, []
+    while time.monotonic() < deadline:
+        gave_up = [s for s in status(settings) if s.gave_up and not s.running]
+        if gave_up:
+            raise GateFailed(f"health gate failed: {gave_up[0].name} gave up: "
+                             f"{gave_up[0].gave_up}")
+        healthz = healthz_status(settings)
+        runs = runs_of(settings, revision, since)
+        ok = next((task for task, outcome, _ in runs if outcome == "ok"), None)
+        if healthz == 200 and ok:
+            report(f"health gate passed: /healthz 200, {ok} ran ok on revision {revision[:12]}")
+            return
+        time.sleep(_POLL_S)
+    raise GateFailed(f"health gate failed after {timeout_s:g}s: /healthz "
+                     f"{healthz or 'did not answer'}; {_describe_runs(runs, revision)}")
+
+
+def unhealthy_reason(settings: Settings, revision: str) -> str | None:
+    """Why the system is not running `revision` healthily right now, or None when it is."""
+    recorded = revision_file(settings)
+    if not recorded.is_file() or recorded.read_text().strip() != revision:
+        return f"the processes were not started from revision {revision[:12]}"
+    try:
+        url = settings.redis_url or ensure_redis(settings, start=False)[0]
+        client = connect(url)
+        workers, beat = heartbeats.read_workers(client), heartbeats.read_beat(client)
+    except (RedisUnavailable, redis.RedisError, OSError):
+        return "Redis does not answer"
+    current = {s.name: s for s in status(settings)}
+    for service in services(settings, url):
+        if current[service.name].pid is None:
+            return f"{service.name} is not running"
+    pids = {"worker": current["worker"].pid, "beat": current["beat"].pid}
+    beating = {"worker": next((w for w in workers if w.get("pid") == pids["worker"]), None),
+               "beat": beat if beat and beat.get("pid") == pids["beat"] else None}
+    for name, heartbeat in beating.items():
+        if heartbeat is None:
+            return f"no heartbeat from the {name} (pid {pids[name]})"
+        if heartbeat.get("revision") != revision:
+            return (f"the {name} runs revision {str(heartbeat.get('revision'))[:12]}, "
+                    f"not {revision[:12]} (stale code)")
+    healthz = healthz_status(settings)
+    return None if healthz == 200 else f"/healthz answered {healthz or 'nothing'}"
+
+
+def _describe_runs(runs: list[tuple[str, str, str]], revision: str) -> str:
+    if not runs:
+        return f"no task run of revision {revision[:12]} was recorded"
+    shown = "; ".join(f"{task} {outcome}" + (f" ({error[:120]})" if error else "")
+                      for task, outcome, error in runs[:_RUNS_SHOWN])
+    return f"no run of revision {revision[:12]} ended ok (latest: {shown})"

@@ -1,0 +1,77 @@
+"""Where a child process's output goes: the console (prefixed) or a size-capped rotated file.
+
+`pump(stream, sink)` copies lines from a child's stdout pipe into a sink on a daemon thread.
+Lines are bounded in length, so a child printing without newlines cannot exhaust memory, and
+files rotate at a fixed size with a fixed number of backups, so logs cannot fill the disk
+(FAILURES O3) however often a child repeats itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from logging.handlers import RotatingFileHandler
+from pathlib import Path
+from typing import BinaryIO, Protocol, TextIO
+
+LOG_MAX_BYTES = 10 * 1024 * 1024
+LOG_BACKUPS = 5
+MAX_LINE_BYTES = 64 * 1024
+
+
+class Sink(Protocol):
+    def write(self, line: str) -> None: ...
+
+
+class ConsoleSink:
+    """Lines on a terminal, prefixed with the service name (shared lock: no interleaving)."""
+
+    _lock = threading.Lock()
+
+    def __init__(self, name: str, stream: TextIO | None = None, width: int = 9):
+        self.prefix = f"{name:<{width}}| "
+        self.stream = stream
+
+    def write(self, line: str) -> None:
+        stream = self.stream or sys.stdout
+        with self._lock:
+            stream.write(self.prefix + line + "\n")
+            stream.flush()
+
+
+class RotatingFileSink:
+    """Lines appended to `path`, rotated to path.1 … path.<backups> past `max_bytes`."""
+
+    def __init__(self, path: Path, *, max_bytes: int = LOG_MAX_BYTES,
+                 backups: int = LOG_BACKUPS):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.path = Path(path)
+        self._handler = RotatingFileHandler(path, maxBytes=max_bytes, backupCount=backups,
+                                            encoding="utf-8")
+        self._handler.setFormatter(logging.Formatter("%(message)s"))
+
+    def write(self, line: str) -> None:
+        self._handler.handle(logging.makeLogRecord({"msg": line, "levelno": logging.INFO}))
+
+    def close(self) -> None:
+        self._handler.close()
+
+
+def stamped(message: str) -> str:
+    """A supervisor message with a UTC timestamp (child lines keep their own format)."""
+    return time.strftime("[%Y-%m-%d %H:%M:%S UTC] ", time.gmtime()) + message
+
+
+def pump(stream: BinaryIO, sink: Sink) -> threading.Thread:
+    """Copy `stream` line by line into `sink` until EOF, on a daemon thread."""
+
+    def run() -> None:
+        with stream:
+            while chunk := stream.readline(MAX_LINE_BYTES):
+                sink.write(chunk.decode("utf-8", errors="replace").rstrip("\r\n"))
+
+    thread = threading.Thread(target=run, name="log-pump", daemon=True)
+    thread.start()
+    return thread

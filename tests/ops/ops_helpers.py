@@ -1,0 +1,79 @@
+"""Helpers of the operations tests: a throw-away copy of the project, scripts run in it,
+pidfiles read from it, conditions polled with deadlines."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from keepa_deals.processes import process_alive
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+_NOT_COPIED = {".venv", ".git", "var", "tests", "bench", "__pycache__", ".pytest_cache",
+               ".ruff_cache", ".env"}
+_OUR_VARIABLES = ("KEEPA_API_KEY", "KEEPA_API_URL", "REDIS_URL", "VAR_DIR", "DATABASE_PATH",
+                  "PYTHONPATH", "KEEPA_QUERY_PATH", "DASHBOARD_PASSWORD")
+
+
+def copy_project(destination: Path) -> Path:
+    """The working tree copied to `destination`, with the real .venv symlinked (not rebuilt)."""
+    shutil.copytree(PROJECT_ROOT, destination,
+                    ignore=lambda _dir, names: [n for n in names if n in _NOT_COPIED])
+    (destination / ".venv").symlink_to(PROJECT_ROOT / ".venv")
+    return destination
+
+
+def clean_environment(**overrides) -> dict[str, str]:
+    """Our environment without the project's variables (a copy must not see the real ones)."""
+    env = {k: v for k, v in os.environ.items() if k not in _OUR_VARIABLES}
+    env.update({k: str(v) for k, v in overrides.items()})
+    return env
+
+
+def run(root: Path, *command: str, env: dict, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run a script of the copy (e.g. "./start_celery.sh") from its root; output captured."""
+    return subprocess.run(list(command), cwd=root, env=env, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def recorded_pid(root: Path, name: str) -> int | None:
+    try:
+        return int((root / "var" / "run" / f"{name}.pid").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def poll(condition, timeout: float, message: str, interval: float = 0.1):
+    """The condition's first truthy value within `timeout` seconds, else fail the test."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g}s waiting for {message}")
+        time.sleep(interval)
+
+
+def children_of(pid: int) -> list[int]:
+    """Live child processes of `pid` (e.g. a Celery worker's pool)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[1]) == pid and process_alive(int(entry.name)):
+                found.append(int(entry.name))
+    return found
+
+
+def show(result: subprocess.CompletedProcess) -> str:
+    """A script's output for an assertion message."""
+    return f"exit {result.returncode}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"

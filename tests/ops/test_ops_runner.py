@@ -1,0 +1,77 @@
+"""`python -m keepa_deals.runner`: the whole system in the foreground, in a copy of the project
+(its own private Redis and simulator): start, a dead child reported and restarted, SIGTERM."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import threading
+
+import pytest
+import requests
+from ops_helpers import children_of, poll, recorded_pid, run, show
+
+from keepa_deals.processes import process_alive
+
+pytestmark = [pytest.mark.timeout(120), pytest.mark.e2e]
+
+SERVICES = ("simulator", "worker", "beat", "dashboard")
+
+
+class Foreground:
+    """The runner as a subprocess, its merged output collected line by line."""
+
+    def __init__(self, project, env):
+        self.lines: list[str] = []
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "keepa_deals.runner", "--stop-timeout", "15"], cwd=project,
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def said(self, pattern: str) -> re.Match | None:
+        return next((m for line in list(self.lines) if (m := re.search(pattern, line))), None)
+
+    def count(self, text: str) -> int:
+        return sum(text in line for line in list(self.lines))
+
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+
+def test_runner_runs_everything_restarts_a_dead_child_and_stops_cleanly(project, stack_env):
+    env = stack_env()
+    runner = Foreground(project, env)
+    try:
+        announced = poll(lambda: runner.said(r"==> keepa-deals is running: dashboard (\S+)"),
+                         60, "the runner to announce the dashboard")
+        assert requests.get(announced.group(1) + "healthz", timeout=5).status_code in (200, 503)
+        simulator = f"http://127.0.0.1:{env['KEEPA_SIM_PORT']}/_sim/state"
+        assert requests.get(simulator, timeout=5).status_code == 200
+        refused = run(project, "./start_celery.sh", env=env, timeout=60)
+        assert refused.returncode == 1 and "already running" in refused.stderr, show(refused)
+
+        beat = recorded_pid(project, "beat")
+        subprocess.run(["kill", "-KILL", str(beat)], check=True)
+        poll(lambda: runner.said(rf"!!! beat \(pid {beat}\) was killed by SIGKILL"), 10,
+             "a loud report of the dead beat")
+        # the killed beat's lease blocks a new beat for one LOCK_TTL_S; the runner outlasts it
+        poll(lambda: runner.count("beat: ready") == 2, 60, "a new beat to be ready")
+        assert recorded_pid(project, "beat") not in (None, beat)
+
+        everything = [recorded_pid(project, name) for name in SERVICES]
+        everything += children_of(recorded_pid(project, "worker"))
+        redis_pid = int((project / "var" / "redis" / "redis.pid").read_text())
+        runner.process.send_signal(signal.SIGTERM)
+        assert runner.process.wait(timeout=40) == 0, runner.output()
+        assert not [pid for pid in [*everything, redis_pid] if process_alive(pid)]
+        assert not list((project / "var" / "run").glob("*.pid"))
+        assert "redis: private server stopped" in runner.output()
+    finally:
+        if runner.process.poll() is None:
+            runner.process.kill()
