@@ -30,7 +30,7 @@ from keepa_deals.constants import (
     TASK_UPSERT,
     UPSERT_LOCK,
 )
-from keepa_deals.redis_server import RedisUnavailable, connect, ensure_redis
+from keepa_deals.redis_server import RedisUnavailable, connect, redis_url_for
 from keepa_deals.tokens import TokenBucket
 
 STATES = ("running", "waiting_tokens", "idle", "stalled", "unknown")
@@ -380,7 +380,7 @@ class _RedisFacts:
     def gather(cls, settings: Settings, client: redis.Redis | None) -> _RedisFacts:
         facts = cls()
         try:
-            client = client or connect(ensure_redis(settings, start=False)[0])
+            client = client or connect(redis_url_for(settings))
             facts.workers = heartbeats.read_workers(client)
             facts.beat = heartbeats.read_beat(client)
             facts.statuses = heartbeats.read_task_statuses(client)

@@ -191,6 +191,17 @@ def private_redis(settings: Settings) -> PrivateRedis:
     return PrivateRedis(settings.var_dir / "redis")
 
 
+def redis_url_for(settings: Settings, *, start: bool = False) -> str:
+    """The Redis a worker, reader or tool should talk to.
+
+    REDIS_URL as configured, even when it does not answer (the caller reports that Redis, not
+    another one); otherwise the private server, started first when `start` is true.
+    """
+    if settings.redis_url:
+        return settings.redis_url
+    return ensure_redis(settings, start=start)[0]
+
+
 def ensure_redis(settings: Settings, *, start: bool = True) -> tuple[str, PrivateRedis | None]:
     """A Redis URL that answers: REDIS_URL if it answers, else the private server.
 

@@ -15,7 +15,7 @@ from flask import g
 
 from keepa_deals import db
 from keepa_deals.config import Settings
-from keepa_deals.redis_server import RedisUnavailable, connect, ensure_redis
+from keepa_deals.redis_server import RedisUnavailable, connect, redis_url_for
 
 SOURCE_ERRORS = (sqlite3.Error, OSError, redis.RedisError, RedisUnavailable)
 READ_BUSY_TIMEOUT_S = 2.0  # a page waits this long at most for a locked database
@@ -42,7 +42,7 @@ class Sources:
         """The Redis client (raises RedisUnavailable when no server is known)."""
         with self._guard:
             if self._redis is None:
-                url = self.settings.redis_url or ensure_redis(self.settings, start=False)[0]
+                url = redis_url_for(self.settings)
                 self._redis = connect(url, socket_timeout=REDIS_TIMEOUT_S,
                                       socket_connect_timeout=REDIS_TIMEOUT_S)
             return self._redis
