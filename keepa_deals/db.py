@@ -1,0 +1,455 @@
+"""The SQLite deal store: connections, migrations, deal upserts, pipeline state and runs.
+
+Contracts (docs/architecture.md):
+
+* `connect()` is the one way the pipeline opens the database (WAL, busy_timeout, NORMAL sync,
+  foreign keys, Row factory, autocommit: transactions are explicit via `transaction()`).
+  `readonly_connect()` is for readers such as the dashboard; in WAL mode they never block a
+  writer and a writer never blocks them.
+* `upsert_deals()` and `set_state()` run inside the caller's `transaction()`, so deal rows and
+  the checkpoint covering them commit together (DESIGN principle 5).
+* All times are unix seconds (UTC). "Deal count" everywhere is `deal_count()`.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from operator import attrgetter
+from pathlib import Path
+from typing import Any
+
+from keepa_deals.deals import DEAL_FIELDS, DealRecord
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+DEFAULT_BUSY_TIMEOUT_S = 30.0
+RUN_OUTCOMES = frozenset({"ok", "partial", "skipped", "failed"})
+
+# Deal columns describing the product rather than the deal's current prices: a sighting that
+# lacks them (an unenriched record, a page without a title) keeps the stored value.
+STICKY_COLUMNS = frozenset({
+    "title", "image_url", "root_category", "categories", "category_name", "brand",
+    "list_price_cents", "rating", "review_count", "deal_created_at", "enriched_at",
+})
+DEAL_COLUMNS = (*DEAL_FIELDS, "first_seen_at", "last_seen_at", "source")
+
+# Filled into NOT NULL columns that a pre-migration deals table lacks.
+_LEGACY_FILL = {"domain_id": 1, "price_type": 0, "last_update_at": 0, "source": "'legacy'"}
+_LEGACY_SEEN_COLUMNS = ("first_seen_at", "last_seen_at")  # filled with the migration time
+_SQL_VARIABLES_PER_QUERY = 500
+_WAL_SWITCH_RETRY_S = 0.01
+# A writer's page cache (the default 2 MiB thrashes on the deal indexes) and the WAL pages that
+# accumulate before a checkpoint (each checkpoint fsyncs; upserting one /deal page can dirty
+# over 1 000 index pages, so the default of 1 000 checkpointed after nearly every commit).
+_WRITER_CACHE_KIB = 65_536
+_WAL_CHECKPOINT_PAGES = 10_000
+
+
+class MigrationError(RuntimeError):
+    """The database cannot be brought to the schema this code expects."""
+
+
+class TransactionRequired(RuntimeError):
+    """A write that must commit together with the caller's other writes ran outside one."""
+
+
+@dataclass(frozen=True)
+class UpsertResult:
+    """Per record: inserted (a new ASIN), updated (the stored data changed), unchanged (only
+    the sighting, last_seen_at, was recorded)."""
+
+    inserted: int
+    updated: int
+    unchanged: int
+
+
+@dataclass(frozen=True)
+class Run:
+    """One row of `runs`; `detail` decoded from JSON. A "running" run whose host/pid is dead
+    was abandoned by a crashed worker (judged by the health module)."""
+
+    id: int
+    task: str
+    started_at: int
+    ended_at: int | None
+    outcome: str | None
+    deals_written: int
+    tokens_spent: int
+    error: str | None
+    detail: Any
+    host: str | None
+    pid: int | None
+    revision: str | None
+
+
+# --------------------------------------------------------------------------- connections
+
+def connect(path: str | Path, *, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S
+            ) -> sqlite3.Connection:
+    """Open (creating the file and its directory) the database for reading and writing."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+    _enable_wal(conn, busy_timeout_s)
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute(f"PRAGMA cache_size = -{_WRITER_CACHE_KIB}")
+    conn.execute(f"PRAGMA wal_autocheckpoint = {_WAL_CHECKPOINT_PAGES}")
+    conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+def _enable_wal(conn: sqlite3.Connection, timeout_s: float) -> None:
+    """Switch to WAL. The switch of a new database needs it exclusively, and SQLite answers
+    "locked" at once, without its busy handler, while another process is switching it too."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0] == "wal":
+                return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc):
+                raise
+        if time.monotonic() >= deadline:
+            raise sqlite3.OperationalError("database is locked: could not switch it to WAL "
+                                           f"within {timeout_s} s")
+        time.sleep(_WAL_SWITCH_RETRY_S)
+
+
+def readonly_connect(path: str | Path, *, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S
+                     ) -> sqlite3.Connection:
+    """Open an existing database read-only; raises FileNotFoundError when it does not exist."""
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise FileNotFoundError(f"database {path} does not exist (has the pipeline started?)")
+    conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=busy_timeout_s,
+                           isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+    return conn
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE (waits up to busy_timeout for other writers) … COMMIT, or ROLLBACK when
+    the block raises."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _require_transaction(conn: sqlite3.Connection, what: str) -> None:
+    if not conn.in_transaction:
+        raise TransactionRequired(f"{what} must run inside db.transaction(conn)")
+
+
+# --------------------------------------------------------------------------- migrations
+
+def available_migrations() -> list[tuple[int, Path]]:
+    """[(version, file)] of keepa_deals/migrations/NNNN_name.sql, in version order."""
+    found = [(int(p.name.split("_", 1)[0]), p) for p in MIGRATIONS_DIR.glob("[0-9]*_*.sql")]
+    return sorted(found)
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """The highest applied migration; 0 for a new or pre-migration database."""
+    if not _table_exists(conn, "schema_migrations"):
+        return 0
+    return conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()[0]
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Apply pending migrations in one transaction; returns the schema version.
+
+    Idempotent and safe to run from several processes at once. Nothing is dropped: a deals
+    table created before migrations existed gets the missing v1 columns and keeps its rows.
+    A database newer than this code raises MigrationError.
+    """
+    migrations = available_migrations()
+    latest = migrations[-1][0] if migrations else 0
+    with transaction(conn):
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
+                     "(version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
+        current = schema_version(conn)
+        if current > latest:
+            raise MigrationError(
+                f"database schema version {current} is newer than this code's {latest}: "
+                "deploy the newer code (or restore a matching database); nothing was changed")
+        for version, path in migrations:
+            if version <= current:
+                continue
+            if version == 1 and _table_exists(conn, "deals"):
+                _adopt_legacy_deals(conn, path)
+            for statement in _statements(path.read_text(encoding="utf-8")):
+                conn.execute(statement)
+            conn.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+                         (version, int(time.time())))
+    return latest
+
+
+def _statements(script: str) -> Iterator[str]:
+    """The SQL statements of a migration file (executescript would commit mid-transaction)."""
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            yield pending.strip()
+            pending = ""
+    if pending.strip() and not pending.strip().startswith("--"):
+        raise MigrationError(f"incomplete SQL statement at the end of a migration: {pending!r}")
+
+
+def _table_exists(conn: sqlite3.Connection, name: str) -> bool:
+    row = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                       (name,)).fetchone()
+    return row is not None
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> dict[str, sqlite3.Row]:
+    return {row["name"]: row for row in conn.execute(f"PRAGMA table_info({table})")}
+
+
+def _adopt_legacy_deals(conn: sqlite3.Connection, v1_script: Path) -> None:
+    """Bring a pre-migration deals table to the v1 columns in place (FAILURES D9)."""
+    target = sqlite3.connect(":memory:")
+    target.row_factory = sqlite3.Row
+    target.executescript(v1_script.read_text(encoding="utf-8"))
+    wanted = _columns(target, "deals")
+    target.close()
+    present = _columns(conn, "deals")
+    blocking = [name for name, column in present.items()
+                if name not in wanted and column["notnull"] and column["dflt_value"] is None]
+    if blocking:
+        raise MigrationError(f"the existing deals table has NOT NULL columns without a default "
+                             f"that this code never fills: {', '.join(blocking)}")
+    now = int(time.time())
+    for name, column in wanted.items():
+        if name in present:
+            continue
+        declaration = f'"{name}" {column["type"]}'
+        if column["notnull"]:
+            fill = now if name in _LEGACY_SEEN_COLUMNS else _LEGACY_FILL[name]
+            declaration += f" NOT NULL DEFAULT {fill}"
+        conn.execute(f"ALTER TABLE deals ADD COLUMN {declaration}")
+    if not _asin_is_unique(conn):
+        try:
+            conn.execute("CREATE UNIQUE INDEX deals_asin ON deals (asin)")
+        except sqlite3.IntegrityError:
+            raise MigrationError("the existing deals table holds duplicate ASINs; "
+                                 "deduplicate them, then migrate again") from None
+
+
+def _asin_is_unique(conn: sqlite3.Connection) -> bool:
+    for index in conn.execute("PRAGMA index_list(deals)").fetchall():
+        if index["unique"]:
+            names = [c["name"] for c in conn.execute(f'PRAGMA index_info("{index["name"]}")')]
+            if names == ["asin"]:
+                return True
+    return False
+
+
+# --------------------------------------------------------------------------- deals
+
+_INSERT_SQL = (f"INSERT INTO deals ({', '.join(DEAL_COLUMNS)}) "
+               f"VALUES ({', '.join('?' * len(DEAL_COLUMNS))})")
+_LAST_UPDATE_AT = DEAL_COLUMNS.index("last_update_at")
+_FIRST_SEEN_AT = DEAL_COLUMNS.index("first_seen_at")
+_LAST_SEEN_AT = DEAL_COLUMNS.index("last_seen_at")
+_STICKY_AT = tuple(i for i, name in enumerate(DEAL_COLUMNS) if name in STICKY_COLUMNS)
+_CATEGORIES_AT = DEAL_FIELDS.index("categories")
+_fields_before_categories = attrgetter(*DEAL_FIELDS[:_CATEGORIES_AT])
+_fields_after_categories = attrgetter(*DEAL_FIELDS[_CATEGORIES_AT + 1:])
+
+
+def upsert_deals(conn: sqlite3.Connection, records: Sequence[DealRecord], *, source: str,
+                 seen_at: int | None = None) -> UpsertResult:
+    """Insert or update deals by ASIN inside the caller's transaction (not committed here).
+
+    A record with an older `last_update_at` than the stored row never overwrites its data;
+    equal or newer does, except that a missing (None) sticky column keeps the stored value (and
+    an older record only fills the stored row's missing sticky columns). Every record counts as
+    a sighting: last_seen_at becomes `seen_at` (default now) even when its data is older, since
+    Keepa still lists the deal. first_seen_at is set on insert only. `source` is the task
+    that wrote the row's current data.
+
+    The rows are merged here and each UPDATE sets only the columns whose value changes:
+    SQLite rewrites every index on a column named in SET, changed or not, and on the indexed
+    deals table that is most of the cost of a write (bench/bench_ingest.py).
+    """
+    _require_transaction(conn, "upsert_deals")
+    seen_at = int(time.time()) if seen_at is None else seen_at
+    stored = _stored_rows(conn, [record.asin for record in records])
+    merged = dict(stored)
+    inserted = updated = 0
+    for record in records:
+        row = (*_fields_before_categories(record), _categories_json(record.categories),
+               *_fields_after_categories(record), seen_at, seen_at, source)
+        previous = merged.get(record.asin)
+        if previous is None:
+            inserted += 1
+            merged[record.asin] = row
+            continue
+        merged[record.asin] = _merge(previous, row)
+        updated += _data_differs(previous, merged[record.asin])
+    _write_merged(conn, stored, merged)
+    return UpsertResult(inserted, updated, len(records) - inserted - updated)
+
+
+def _merge(stored: tuple, sighting: tuple) -> tuple:
+    """The row after a sighting (both in DEAL_COLUMNS order), by the rules of upsert_deals."""
+    newer = sighting[_LAST_UPDATE_AT] >= stored[_LAST_UPDATE_AT]
+    row, fallback = (list(sighting), stored) if newer else (list(stored), sighting)
+    for i in _STICKY_AT:
+        if row[i] is None:
+            row[i] = fallback[i]
+    row[_FIRST_SEEN_AT] = stored[_FIRST_SEEN_AT]
+    row[_LAST_SEEN_AT] = max(stored[_LAST_SEEN_AT], sighting[_LAST_SEEN_AT])
+    return tuple(row)
+
+
+def _data_differs(before: tuple, after: tuple) -> bool:
+    """Whether anything but the sighting time changed."""
+    return (before[:_LAST_SEEN_AT] != after[:_LAST_SEEN_AT]
+            or before[_LAST_SEEN_AT + 1:] != after[_LAST_SEEN_AT + 1:])
+
+
+def _write_merged(conn: sqlite3.Connection, stored: dict[str, tuple],
+                  merged: dict[str, tuple]) -> None:
+    """INSERT the new rows; UPDATE stored rows, grouped by the set of columns that changed."""
+    inserts = []
+    updates: dict[tuple[int, ...], list[tuple]] = {}
+    for asin, row in merged.items():
+        before = stored.get(asin)
+        if before is None:
+            inserts.append(row)
+            continue
+        changed = tuple(i for i in range(1, len(row)) if row[i] != before[i])
+        if changed:
+            updates.setdefault(changed, []).append((*(row[i] for i in changed), asin))
+    conn.executemany(_INSERT_SQL, inserts)
+    for changed, rows in updates.items():
+        assignments = ", ".join(f"{DEAL_COLUMNS[i]} = ?" for i in changed)
+        conn.executemany(f"UPDATE deals SET {assignments} WHERE asin = ?", rows)
+
+
+def _stored_rows(conn: sqlite3.Connection, asins: Sequence[str]) -> dict[str, tuple]:
+    """{asin: row in DEAL_COLUMNS order} for those of `asins` already stored."""
+    return {row[0]: tuple(row) for row in
+            _select_by_asin(conn, ", ".join(DEAL_COLUMNS), asins)}
+
+
+def _select_by_asin(conn: sqlite3.Connection, columns: str,
+                    asins: Iterable[str]) -> Iterator[sqlite3.Row]:
+    unique = list(dict.fromkeys(asins))
+    for start in range(0, len(unique), _SQL_VARIABLES_PER_QUERY):
+        chunk = unique[start:start + _SQL_VARIABLES_PER_QUERY]
+        yield from conn.execute(f"SELECT {columns} FROM deals "
+                                f"WHERE asin IN ({', '.join('?' * len(chunk))})", chunk)
+
+
+def _categories_json(categories: tuple[int, ...]) -> str | None:
+    """A JSON array of the category ids; None (unknown, keeps a stored value) when empty."""
+    return f"[{','.join(map(str, categories))}]" if categories else None
+
+
+def deal_versions(conn: sqlite3.Connection, asins: Iterable[str]
+                  ) -> dict[str, tuple[int, int | None]]:
+    """{asin: (last_update_at, enriched_at)} for those of `asins` already stored."""
+    return {asin: (last_update, enriched) for asin, last_update, enriched
+            in _select_by_asin(conn, "asin, last_update_at, enriched_at", asins)}
+
+
+def deal_count(conn: sqlite3.Connection) -> int:
+    """The deal count: every row of `deals`, no filter (FAILURES D12)."""
+    return conn.execute("SELECT COUNT(*) FROM deals").fetchone()[0]
+
+
+def deals_added_since(conn: sqlite3.Connection, since: int) -> int:
+    """Deals first seen at or after `since`."""
+    return conn.execute("SELECT COUNT(*) FROM deals WHERE first_seen_at >= ?",
+                        (since,)).fetchone()[0]
+
+
+def newest_deal(conn: sqlite3.Connection) -> sqlite3.Row | None:
+    """The most recently first-seen deal (None when there is none)."""
+    return conn.execute("SELECT * FROM deals ORDER BY first_seen_at DESC, asin LIMIT 1"
+                        ).fetchone()
+
+
+# --------------------------------------------------------------------------- pipeline state
+
+def get_state(conn: sqlite3.Connection, name: str, default: Any = None) -> Any:
+    """The decoded JSON value stored under `name`, or `default` when never written."""
+    row = conn.execute("SELECT value FROM pipeline_state WHERE name = ?", (name,)).fetchone()
+    return default if row is None else json.loads(row[0])
+
+
+def set_state(conn: sqlite3.Connection, name: str, value: Any) -> None:
+    """Store a JSON-serialisable value under `name` inside the caller's transaction."""
+    _require_transaction(conn, "set_state")
+    try:
+        encoded = json.dumps(value)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"pipeline state {name!r} is not JSON-serialisable: {exc}") from None
+    conn.execute("INSERT INTO pipeline_state (name, value, updated_at) VALUES (?, ?, ?) "
+                 "ON CONFLICT (name) DO UPDATE SET value = excluded.value, "
+                 "updated_at = excluded.updated_at", (name, encoded, int(time.time())))
+
+
+# --------------------------------------------------------------------------- runs
+
+def start_run(conn: sqlite3.Connection, task: str, *, host: str, pid: int,
+              revision: str | None) -> int:
+    """Record a run as "running" (committed at once outside a transaction); returns its id."""
+    cursor = conn.execute(
+        "INSERT INTO runs (task, started_at, outcome, host, pid, revision) "
+        "VALUES (?, ?, 'running', ?, ?, ?)", (task, int(time.time()), host, pid, revision))
+    return cursor.lastrowid
+
+
+def finish_run(conn: sqlite3.Connection, run_id: int, *, outcome: str, deals_written: int,
+               tokens_spent: int, error: str | None = None, detail: Any = None) -> None:
+    """Record how a run ended; `outcome` is one of RUN_OUTCOMES, `detail` JSON-serialisable."""
+    if outcome not in RUN_OUTCOMES:
+        raise ValueError(f"run outcome must be one of {sorted(RUN_OUTCOMES)}, got {outcome!r}")
+    encoded = None if detail is None else json.dumps(detail, default=str)
+    cursor = conn.execute(
+        "UPDATE runs SET ended_at = ?, outcome = ?, deals_written = ?, tokens_spent = ?, "
+        "error = ?, detail = ? WHERE id = ?",
+        (int(time.time()), outcome, deals_written, tokens_spent, error, encoded, run_id))
+    if cursor.rowcount != 1:
+        raise LookupError(f"run {run_id} does not exist")
+
+
+def recent_runs(conn: sqlite3.Connection, limit: int = 20, task: str | None = None
+                ) -> list[Run]:
+    """The newest runs first, of one task or of all."""
+    if task is None:
+        rows = conn.execute("SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,))
+    else:
+        rows = conn.execute("SELECT * FROM runs WHERE task = ? ORDER BY id DESC LIMIT ?",
+                            (task, limit))
+    return [_run(row) for row in rows]
+
+
+def last_successful_run(conn: sqlite3.Connection, task: str) -> Run | None:
+    """The task's run with outcome "ok" that ended last, or None."""
+    row = conn.execute("SELECT * FROM runs WHERE task = ? AND outcome = 'ok' "
+                       "ORDER BY ended_at DESC LIMIT 1", (task,)).fetchone()
+    return None if row is None else _run(row)
+
+
+def _run(row: sqlite3.Row) -> Run:
+    values = dict(row)
+    values["detail"] = None if row["detail"] is None else json.loads(row["detail"])
+    return Run(**values)

@@ -1,0 +1,58 @@
+"""The janitor: removes deals Keepa stopped listing, never while ingestion is stalled.
+
+FAILURES D11: a janitor deleting "stale" rows while the collectors were stalled decayed the deal
+count from 350 to 48. Here a deal is stale only when it went unseen for `max_age_s` while the
+pipeline was demonstrably working, so a stall can never empty the table:
+
+* the caller's verdict (`ingestion_healthy`, from the health module) must be True, and
+* the runs table must show a successful upserter or backfill run that ended within `max_age_s`
+  (so the janitor is safe even when the caller's verdict is wrong); the cutoff is counted back
+  from the start of that run, not from `now`.
+
+The Celery task that calls this lives in janitor_task.py.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+from keepa_deals import db
+from keepa_deals.constants import PIPELINE_TASKS
+
+
+@dataclass(frozen=True)
+class JanitorResult:
+    """removed: deals deleted (each logged in janitor_removals); cutoff: deals last seen
+    before it were stale (None when refused); refused: why nothing was deleted."""
+
+    removed: int
+    cutoff: int | None
+    refused: str | None = None
+
+
+def remove_stale_deals(conn: sqlite3.Connection, *, max_age_s: int, now: int,
+                       ingestion_healthy: bool) -> JanitorResult:
+    """Delete deals unseen for `max_age_s` of working ingestion, in one transaction."""
+    if max_age_s <= 0:
+        raise ValueError(f"max_age_s must be positive, got {max_age_s}")
+    if not ingestion_healthy:
+        return JanitorResult(0, None, "ingestion is not healthy: stale deals are kept until "
+                                      "the pipeline makes progress again")
+    with db.transaction(conn):
+        last_ok = _last_successful_pipeline_run(conn)
+        if last_ok is None or last_ok.ended_at < now - max_age_s:
+            return JanitorResult(0, None, f"no successful {' or '.join(PIPELINE_TASKS)} run "
+                                          f"ended in the last {max_age_s} s")
+        cutoff = min(now, last_ok.started_at) - max_age_s
+        conn.execute("INSERT INTO janitor_removals (removed_at, asin, last_seen_at) "
+                     "SELECT ?, asin, last_seen_at FROM deals WHERE last_seen_at < ?",
+                     (now, cutoff))
+        removed = conn.execute("DELETE FROM deals WHERE last_seen_at < ?", (cutoff,)).rowcount
+    return JanitorResult(removed, cutoff)
+
+
+def _last_successful_pipeline_run(conn: sqlite3.Connection) -> db.Run | None:
+    runs = [db.last_successful_run(conn, task) for task in PIPELINE_TASKS]
+    return max((run for run in runs if run is not None), key=lambda run: run.ended_at,
+               default=None)
