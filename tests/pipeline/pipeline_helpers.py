@@ -1,0 +1,164 @@
+"""Helpers of the pipeline tests: the test query and timings, reading results, Celery processes.
+
+Celery processes run with the venv's python (`sys.executable -m celery`) in their own process
+group, so a SIGKILL takes the prefork children with it like a crashed machine would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from keepa_deals.keepa_time import keepa_minute_to_unix
+from keepa_deals.redis_server import connect
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+# Used prices of any category that moved within 90 days: ~380 deals (3 pages) from the
+# 1 000-product catalogue of sim_config(). All integers, like the real query (keepa-api.md §2.2).
+LOOSE_QUERY = {"domainId": 1, "priceTypes": [2], "dateRange": 3, "sortType": 4}
+MINUTE_MS = 250
+
+FAST_TIMINGS = {
+    "KEEPA_REFILL_PERIOD_MS": MINUTE_MS,
+    "BACKFILL_INTERVAL_S": 1,
+    "UPSERT_INTERVAL_S": 1,
+    "JANITOR_INTERVAL_S": 3600,
+    "TASK_SLICE_S": 8,
+    "LOCK_TTL_S": 3,
+    "KEEPA_READ_TIMEOUT_S": 10,
+}
+
+
+def sim_config(**sections) -> dict:
+    """A small, fast simulator (1 000 products, refill tick MINUTE_MS); sections merge in."""
+    config = {
+        "seed": 7,
+        "catalogue": {"n_products": 1000, "domains": [1]},
+        "clock": {"mode": "scaled", "minute_ms": MINUTE_MS},
+        "default_refill_rate": 100,
+    }
+    for name, value in sections.items():
+        if isinstance(value, dict) and isinstance(config.get(name), dict):
+            config[name] = {**config[name], **value}
+        else:
+            config[name] = value
+    return config
+
+
+def poll(condition, timeout: float, message: str, interval: float = 0.25):
+    """The condition's first truthy value within `timeout` seconds, else fail the test."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {message}")
+        time.sleep(interval)
+
+
+# --------------------------------------------------------------------------- reading results
+
+def _query(database: Path, sql: str, params=()) -> list[tuple]:
+    if not Path(database).exists():
+        return []
+    conn = sqlite3.connect(database, timeout=30)
+    try:
+        return conn.execute(sql, params).fetchall()
+    except sqlite3.OperationalError as exc:  # tables not migrated yet
+        if "no such table" in str(exc):
+            return []
+        raise
+    finally:
+        conn.close()
+
+
+def stored_deals(database: Path) -> dict[str, int]:
+    """{asin: last_update_at} of the deals table; fails the test on a duplicate ASIN."""
+    rows = _query(database, "SELECT asin, last_update_at FROM deals")
+    assert len(rows) == len({asin for asin, _ in rows}), "duplicate ASINs in deals"
+    return dict(rows)
+
+
+def state(database: Path, name: str):
+    rows = _query(database, "SELECT value FROM pipeline_state WHERE name = ?", (name,))
+    return json.loads(rows[0][0]) if rows else None
+
+
+def runs(database: Path, task: str) -> list[dict]:
+    names = ("id", "outcome", "deals_written", "tokens_spent", "error", "detail", "revision",
+             "started_at", "ended_at")
+    rows = _query(database, f"SELECT {', '.join(names)} FROM runs WHERE task = ? ORDER BY id",
+                  (task,))
+    return [dict(zip(names, row, strict=True)) for row in rows]
+
+
+def truth_deals(sim, selection: dict) -> dict[str, int]:
+    """{asin: lastUpdate in unix seconds}: the simulator's ground truth for `selection` now."""
+    return {item["asin"]: keepa_minute_to_unix(item["lastUpdate"])
+            for item in sim.truth(selection)["deals"]}
+
+
+def product_batches(sim) -> list[list[str]]:
+    """ASIN lists of the /product requests the simulator answered usefully, in order."""
+    return [entry["params"]["asin"].split(",") for entry in sim.requests_log()
+            if entry["path"].strip("/") == "product" and entry["status"] == 200
+            and not entry.get("fault")]
+
+
+def deal_requests(sim) -> list[dict]:
+    return [entry for entry in sim.requests_log() if entry["path"].strip("/") == "deal"]
+
+
+# --------------------------------------------------------------------------- celery processes
+
+class CeleryProcess:
+    """`celery -A keepa_deals.celery_app <worker|beat>` in its own process group."""
+
+    def __init__(self, kind: str, env: dict, log_path: Path, extra: list[str]):
+        self.kind = kind
+        self.log_path = log_path
+        command = [sys.executable, "-m", "celery", "-A", "keepa_deals.celery_app", kind,
+                   "--loglevel", "INFO", *extra]
+        self.process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env,
+                                        stdout=log_path.open("ab"), stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: worker and pool children die mid-request."""
+        if self.alive():
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.alive():
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)  # stray pool children
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def wait_for_worker(redis_url: str, timeout: float = 60) -> None:
+    """Until a worker heartbeat appears (the worker consumes from then on)."""
+    client = connect(redis_url)
+    poll(lambda: next(client.scan_iter(match="kd:hb:worker:*"), None), timeout,
+         "a celery worker heartbeat")

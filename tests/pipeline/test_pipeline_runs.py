@@ -1,0 +1,174 @@
+"""Runs of both tasks in this process (no Celery) against real Redis, simulator and SQLite.
+
+Covers the backfill cursor resuming in the middle of a page, the upserter's watermark against
+real (unsorted, equal-minute) deal pages and a server clock behind the deal data, waiting for
+tokens instead of skipping, skipped runs under a held lease, and failures that move nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+from pipeline_helpers import (
+    LOOSE_QUERY,
+    deal_requests,
+    poll,
+    product_batches,
+    runs,
+    sim_config,
+    state,
+    stored_deals,
+    truth_deals,
+)
+
+from keepa_deals.backfiller import CURSOR_STATE, run_backfill
+from keepa_deals.constants import BACKFILL_LOCK, UPSERT_LOCK
+from keepa_deals.heartbeats import read_task_statuses
+from keepa_deals.locks import LeaseLock
+from keepa_deals.simple_task import OVERLAP_S, WATERMARK_STATE, run_upserter
+from keepa_sim import DEFAULT_API_KEY
+
+pytestmark = pytest.mark.timeout(90)
+
+FROZEN = {"mode": "frozen"}
+KEEPA_MINUTE_MS = 60_000
+
+
+def test_backfill_resumes_mid_page_and_enriches_each_deal_once(sim_factory, services_for):
+    # Slow /product answers and a 1 s slice: a run processes a few batches of 10, never a page.
+    sim = sim_factory(**sim_config(clock=FROZEN, default_refill_rate=10,
+                                   keys={DEFAULT_API_KEY: {"initial_tokens": 5000}},
+                                   latency={"per_endpoint": {"product": 150}}))
+    services, database = services_for(sim)
+    first = None
+    for _ in range(20):
+        first = run_backfill(services, slice_s=1.0)
+        cursor = state(database, CURSOR_STATE)
+        if cursor and (cursor["index"] or cursor["page"]):
+            break
+    assert first.outcome == "partial"
+    assert cursor["sweep_id"] == 1 and cursor["page"] == 0
+    assert 0 < cursor["index"] < 150 and cursor["index"] % 10 == 0
+    assert len(stored_deals(database)) == cursor["index"]
+
+    final = run_backfill(services, slice_s=30)
+    assert final.outcome == "ok", final
+    assert state(database, CURSOR_STATE)["sweep_id"] == 2
+
+    truth = truth_deals(sim, LOOSE_QUERY)
+    assert stored_deals(database) == truth
+    fetched = [asin for batch in product_batches(sim) for asin in batch]
+    assert sorted(fetched) == sorted(truth), "every deal enriched exactly once"
+    assert all(len(batch) <= 10 for batch in product_batches(sim)), "batch = one refill tick"
+
+
+def test_upserter_follows_new_deals_with_a_watermark_that_never_passes_server_time(
+        sim_factory, services_for):
+    # The server clock runs 30 minutes behind the deal data: their lastUpdate is "in the future".
+    sim = sim_factory(**sim_config(clock={"mode": "frozen", "skew_ms": -30 * KEEPA_MINUTE_MS}))
+    services, database = services_for(sim)
+    server_now = sim.state()["clock"]["timestamp_ms"] // 1000
+
+    report = run_upserter(services)
+    assert report.outcome == "ok" and report.deals_written > 0
+    watermark = state(database, WATERMARK_STATE)
+    assert watermark == server_now, "future lastUpdate values clamp to the server clock"
+    assert max(stored_deals(database).values()) > server_now
+    assert run_upserter(services).deals_written == 0, "unchanged deals are not written again"
+
+    for step in range(3):
+        sim.clock(advance_ms=7 * KEEPA_MINUTE_MS)
+        before = state(database, WATERMARK_STATE)
+        report = run_upserter(services)
+        assert report.outcome == "ok", report
+        truth = truth_deals(sim, LOOSE_QUERY)
+        stored = stored_deals(database)
+        window_start = min(before, sim.state()["clock"]["timestamp_ms"] // 1000) - OVERLAP_S
+        missing = {a: t for a, t in truth.items()
+                   if t >= window_start and stored.get(a) != t}
+        assert not missing, f"step {step}: recent deals missing or stale: {missing}"
+        now = sim.state()["clock"]["timestamp_ms"] // 1000
+        assert before <= state(database, WATERMARK_STATE) <= now
+
+
+def test_upserter_waits_for_tokens_and_keeps_its_watermark_when_the_slice_ends(
+        sim_factory, services_for, redis_client):
+    # Deep deficit, real-time refill (one tick a minute): nothing can be admitted in 3 s.
+    sim = sim_factory(**sim_config(clock={"mode": "scaled", "minute_ms": 60_000},
+                                   default_refill_rate=5))
+    services, database = services_for(sim, KEEPA_REFILL_PERIOD_MS=60_000)
+    assert run_upserter(services).outcome == "ok"
+    watermark = state(database, WATERMARK_STATE)
+    sim.clock(advance_ms=20 * KEEPA_MINUTE_MS)
+    sim.tokens(tokens=-200)
+
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(r=run_upserter(services,
+                                                                          slice_s=3)))
+    thread.start()
+    status = poll(lambda: (read_task_statuses(redis_client).get("update_recent_deals", {})
+                           .get("state") == "waiting_tokens"
+                           and read_task_statuses(redis_client)["update_recent_deals"]),
+                  10, "status waiting_tokens")
+    assert status["eta_s"] > 0
+    thread.join(timeout=20)
+    report = result["r"]
+    assert report.outcome == "partial" and report.error is None
+    assert report.detail["stopped"] == "slice ended while waiting for tokens"
+    assert state(database, WATERMARK_STATE) == watermark, "no watermark move without the rows"
+    assert read_task_statuses(redis_client)["update_recent_deals"]["state"] == "idle"
+    assert runs(database, "update_recent_deals")[-1]["outcome"] == "partial"
+
+
+@pytest.mark.parametrize(("lock_name", "run"), [(BACKFILL_LOCK, run_backfill),
+                                                (UPSERT_LOCK, run_upserter)])
+def test_a_second_instance_is_skipped_naming_the_holder(sim, services_for, redis_client,
+                                                        lock_name, run):
+    services, database = services_for(sim)
+    holder = LeaseLock(redis_client, lock_name, ttl_s=30, task_id="the-first-instance")
+    assert holder.acquire()
+    try:
+        report = run(services)
+    finally:
+        holder.release()
+    assert report.outcome == "skipped"
+    assert "held by" in report.error and "the-first-instance" in report.error
+    recorded = runs(database, report_task(run))[-1]
+    assert (recorded["outcome"], recorded["error"]) == ("skipped", report.error)
+    assert not deal_requests(sim), "a skipped run spends nothing"
+
+
+def report_task(run) -> str:
+    return "backfill_deals" if run is run_backfill else "update_recent_deals"
+
+
+def test_a_failing_key_is_a_recorded_failure_that_moves_nothing(sim_factory, services_for):
+    sim = sim_factory(**sim_config())
+    services, database = services_for(sim)
+    assert run_upserter(services).outcome == "ok"
+    watermark = state(database, WATERMARK_STATE)
+    sim.tokens(status="expired")
+    sim.clock(advance_ms=15 * KEEPA_MINUTE_MS)
+    for run, name in ((run_upserter, WATERMARK_STATE), (run_backfill, CURSOR_STATE)):
+        before = state(database, name)
+        report = run(services)
+        assert report.outcome == "failed"
+        assert "402" in report.error and "payment" in report.error.lower()
+        assert state(database, name) == before
+    assert state(database, WATERMARK_STATE) == watermark
+    assert runs(database, "backfill_deals")[-1]["revision"], "the code revision is recorded"
+
+
+def test_a_broken_query_file_fails_runs_clearly_until_it_is_fixed(sim_factory, services_for,
+                                                                  query_file):
+    sim = sim_factory(**sim_config())
+    services, _ = services_for(sim)
+    query_file.write_text(json.dumps({**LOOSE_QUERY, "dateRange": "3"}))
+    report = run_upserter(services)
+    assert report.outcome == "failed"
+    assert "QueryFileError" in report.error and "dateRange" in report.error
+    assert not deal_requests(sim), "nothing is sent with a query Keepa would misread"
+    query_file.write_text(json.dumps(LOOSE_QUERY))
+    assert run_upserter(services).outcome == "ok", "the next run reads the fixed file"
