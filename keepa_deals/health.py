@@ -387,8 +387,10 @@ class _RedisFacts:
             facts.locks = locks.inspect(client)
             bucket = TokenBucket(client, refill_period_ms=settings.refill_period_ms)
             facts.bucket = bucket.snapshot()
-        except (redis.RedisError, OSError, RedisUnavailable) as exc:
+        except RedisUnavailable as exc:
             facts.error = one_line(exc)
+        except (redis.RedisError, OSError) as exc:
+            facts.error = f"no answer from Redis: {one_line(exc)}"
         return facts
 
 

@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import orjson
 import requests
 
 from keepa_deals.constants import (
@@ -478,7 +479,7 @@ class KeepaClient:
 def _decode(response: requests.Response) -> _Reply:
     status = response.status_code
     try:
-        body = json.loads(response.content)
+        body = orjson.loads(response.content)
     except ValueError:
         kind = response.headers.get("Content-Type", "no content type")
         return _Reply(status, None, None,
