@@ -23,6 +23,7 @@ if __package__ in (None, ""):  # run as a file: make the project importable
 
 import redis
 
+from Diagnostics._cli import fail, parser, scrub
 from keepa_deals.config import ConfigError, load_settings, redact_url
 from keepa_deals.constants import KNOWN_LOCKS, LOCK_KEY_PREFIX
 from keepa_deals.locks import LockInfo, inspect
@@ -30,7 +31,6 @@ from keepa_deals.redis_server import RedisUnavailable, connect, ensure_redis
 
 EXIT_OK = 0
 EXIT_DEAD_LOCKS_LEFT = 1
-EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 
 _EPILOG = """\
@@ -61,13 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         client, password = _connect()
     except _Unreachable as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_UNREACHABLE
+        return fail(str(exc), EXIT_UNREACHABLE)
     try:
         return _clear(client, dry_run=args.dry_run, force=args.force)
     except redis.RedisError as exc:
-        print(f"error: Redis failed mid-way: {_without(password, str(exc))}", file=sys.stderr)
-        return EXIT_UNREACHABLE
+        return fail(f"Redis failed mid-way: {scrub(str(exc), password)}", EXIT_UNREACHABLE)
 
 
 def _connect() -> tuple[redis.Redis, str | None]:
@@ -82,7 +80,7 @@ def _connect() -> tuple[redis.Redis, str | None]:
         client.ping()
     except (redis.RedisError, OSError) as exc:
         raise _Unreachable(f"Redis at {redact_url(url)} is unreachable: "
-                           f"{_without(password, str(exc))}") from None
+                           f"{scrub(str(exc), password)}") from None
     return client, password
 
 
@@ -164,21 +162,16 @@ def _duration(seconds: float | None) -> str:
         f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-def _without(secret: str | None, text: str) -> str:
-    return text.replace(secret, "***") if secret else text
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="force_clear_locks.py", epilog=_EPILOG,
+    cli = parser(
+        "force_clear_locks.py", epilog=_EPILOG,
         description=f"List the locks under {LOCK_KEY_PREFIX}* (holder, age, TTL, whether the "
                     "holder is alive) and delete those whose holder is dead. Redis: REDIS_URL, "
-                    "else the project's private server (never started by this tool).",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dry-run", action="store_true", help="list and decide, delete nothing")
-    parser.add_argument("--force", action="store_true",
-                        help="also delete locks whose holder is alive or cannot be checked")
-    return parser
+                    "else the project's private server (never started by this tool).")
+    cli.add_argument("--dry-run", action="store_true", help="list and decide, delete nothing")
+    cli.add_argument("--force", action="store_true",
+                     help="also delete locks whose holder is alive or cannot be checked")
+    return cli
 
 
 if __name__ == "__main__":

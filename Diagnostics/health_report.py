@@ -9,7 +9,6 @@ nothing. Healthy means deals are flowing, not merely that processes are up.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -18,12 +17,12 @@ from urllib.parse import urlsplit
 if __package__ in (None, ""):  # run as a file: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from Diagnostics._cli import fail, parser, scrub
 from keepa_deals.config import ConfigError, Settings, load_settings
 from keepa_deals.health import PipelineHealth, TaskVerdict, collect_health
 
 EXIT_HEALTHY = 0
 EXIT_UNHEALTHY = 1
-EXIT_USAGE = 2
 EXIT_CONFIG = 3
 
 _EPILOG = """\
@@ -37,19 +36,17 @@ exit codes:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="health_report.py", epilog=_EPILOG,
+    cli = parser(
+        "health_report.py", epilog=_EPILOG,
         description="Print the pipeline's health: the overall verdict, each task's state "
                     "(running, waiting for tokens, idle, stalled with cause and fix), deals, "
-                    "workers, locks and tokens.",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--json", action="store_true", help="print the facts as JSON")
-    args = parser.parse_args(argv)
+                    "workers, locks and tokens.")
+    cli.add_argument("--json", action="store_true", help="print the facts as JSON")
+    args = cli.parse_args(argv)
     try:
         settings = load_settings()
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return fail(str(exc), EXIT_CONFIG)
     health = collect_health(settings)
     text = json.dumps(health.to_dict(), indent=2, default=str) if args.json else report(health)
     print(_scrubbed(text, settings))
@@ -114,11 +111,8 @@ def _ago(seconds: float | None) -> str:
 
 def _scrubbed(text: str, settings: Settings) -> str:
     """The output with any secret replaced (defence in depth: the facts should hold none)."""
-    secrets = [settings.keepa_api_key, settings.dashboard_password,
-               urlsplit(settings.redis_url).password if settings.redis_url else None]
-    for secret in filter(None, secrets):
-        text = text.replace(secret, "***")
-    return text
+    return scrub(text, settings.keepa_api_key, settings.dashboard_password,
+                 urlsplit(settings.redis_url).password if settings.redis_url else None)
 
 
 if __name__ == "__main__":

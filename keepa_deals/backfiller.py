@@ -20,8 +20,6 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 
-from celery import shared_task
-
 from keepa_deals.constants import (
     BACKFILL_LOCK,
     DEAL_PAGE_COST,
@@ -31,14 +29,7 @@ from keepa_deals.constants import (
     TASK_BACKFILL,
 )
 from keepa_deals.deals import DealRecord, ParsedPage
-from keepa_deals.task_runtime import (
-    PipelineServices,
-    RunReport,
-    TaskRun,
-    TaskSpec,
-    run_from_celery,
-    run_pipeline_task,
-)
+from keepa_deals.task_runtime import TaskRun, TaskSpec, celery_task, local_runner
 
 CURSOR_STATE = "backfill_cursor"
 SPEC = TaskSpec(TASK_BACKFILL, BACKFILL_LOCK, PRIORITY_BACKFILL)
@@ -77,18 +68,6 @@ class Cursor:
                       self.last_sweep_finished_at)
 
 
-def run_backfill(services: PipelineServices, *, task_id: str | None = None,
-                 slice_s: float | None = None) -> RunReport:
-    """One backfill slice (usable without Celery: tests and benchmarks call this)."""
-    return run_pipeline_task(services, SPEC, backfill_slice, task_id=task_id, slice_s=slice_s)
-
-
-@shared_task(name="keepa_deals.backfiller.backfill_deals", bind=True, ignore_result=True)
-def backfill_deals(self) -> dict:
-    """Celery entry point: one backfill slice; returns the run report as a dict."""
-    return run_from_celery(SPEC, backfill_slice, self.request.id)
-
-
 def backfill_slice(run: TaskRun) -> bool:
     """Process batches until the slice ends (False) or the current sweep finishes (True)."""
     cursor = Cursor.from_state(run.load_state(CURSOR_STATE), now=int(time.time()))
@@ -105,6 +84,10 @@ def backfill_slice(run: TaskRun) -> bool:
             run.count("sweeps_finished")
             return True
     return False
+
+
+run_backfill = local_runner(SPEC, backfill_slice)
+backfill_deals = celery_task("keepa_deals.backfiller.backfill_deals", SPEC, backfill_slice)
 
 
 def _not_yet_swept(run: TaskRun, records: list[DealRecord],

@@ -442,6 +442,22 @@ def recent_runs(conn: sqlite3.Connection, limit: int = 20, task: str | None = No
     return [_run(row) for row in rows]
 
 
+def prune_runs(conn: sqlite3.Connection, *, ended_before: int, keep_per_task: int) -> int:
+    """Delete finished runs that ended before `ended_before`, except each task's newest
+    `keep_per_task` runs and its last successful one (health and the janitor read it).
+    Runs inside the caller's transaction; returns how many were deleted."""
+    _require_transaction(conn, "prune_runs")
+    return conn.execute(
+        "DELETE FROM runs WHERE id IN ("
+        " SELECT id FROM (SELECT id, outcome, ended_at, ROW_NUMBER() OVER"
+        "  (PARTITION BY task ORDER BY id DESC) AS newness FROM runs)"
+        " WHERE newness > ? AND outcome != 'running' AND ended_at < ?)"
+        " AND id NOT IN (SELECT id FROM (SELECT id, ROW_NUMBER() OVER"
+        "  (PARTITION BY task ORDER BY ended_at DESC, id DESC) AS recency FROM runs"
+        "  WHERE outcome = 'ok') WHERE recency = 1)",
+        (keep_per_task, ended_before)).rowcount
+
+
 def last_successful_run(conn: sqlite3.Connection, task: str) -> Run | None:
     """The task's run with outcome "ok" that ended last, or None."""
     row = conn.execute("SELECT * FROM runs WHERE task = ? AND outcome = 'ok' "

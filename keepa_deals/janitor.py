@@ -20,36 +20,48 @@ from dataclasses import dataclass
 from keepa_deals import db
 from keepa_deals.constants import PIPELINE_TASKS
 
+RUNS_KEPT_S = 30 * 24 * 3600  # finished runs older than this are pruned ...
+RUNS_KEPT_PER_TASK = 1000  # ... except each task's newest ones
+
 
 @dataclass(frozen=True)
 class JanitorResult:
     """removed: deals deleted (each logged in janitor_removals); cutoff: deals last seen
-    before it were stale (None when refused); refused: why nothing was deleted."""
+    before it were stale (None when refused); refused: why no deal was deleted; runs_pruned:
+    old run records deleted (pruned even when deals are kept)."""
 
     removed: int
     cutoff: int | None
     refused: str | None = None
+    runs_pruned: int = 0
 
 
 def remove_stale_deals(conn: sqlite3.Connection, *, max_age_s: int, now: int,
                        ingestion_healthy: bool) -> JanitorResult:
-    """Delete deals unseen for `max_age_s` of working ingestion, in one transaction."""
+    """Delete deals unseen for `max_age_s` of working ingestion, in one transaction.
+
+    Every call (refused or not) also prunes the runs table: finished runs that ended more than
+    RUNS_KEPT_S ago, beyond each task's newest RUNS_KEPT_PER_TASK and its last successful run.
+    """
     if max_age_s <= 0:
         raise ValueError(f"max_age_s must be positive, got {max_age_s}")
+    with db.transaction(conn):
+        pruned = db.prune_runs(conn, ended_before=now - RUNS_KEPT_S,
+                               keep_per_task=RUNS_KEPT_PER_TASK)
     if not ingestion_healthy:
         return JanitorResult(0, None, "ingestion is not healthy: stale deals are kept until "
-                                      "the pipeline makes progress again")
+                                      "the pipeline makes progress again", pruned)
     with db.transaction(conn):
         last_ok = _last_successful_pipeline_run(conn)
         if last_ok is None or last_ok.ended_at < now - max_age_s:
             return JanitorResult(0, None, f"no successful {' or '.join(PIPELINE_TASKS)} run "
-                                          f"ended in the last {max_age_s} s")
+                                          f"ended in the last {max_age_s} s", pruned)
         cutoff = min(now, last_ok.started_at) - max_age_s
         conn.execute("INSERT INTO janitor_removals (removed_at, asin, last_seen_at) "
                      "SELECT ?, asin, last_seen_at FROM deals WHERE last_seen_at < ?",
                      (now, cutoff))
         removed = conn.execute("DELETE FROM deals WHERE last_seen_at < ?", (cutoff,)).rowcount
-    return JanitorResult(removed, cutoff)
+    return JanitorResult(removed, cutoff, runs_pruned=pruned)
 
 
 def _last_successful_pipeline_run(conn: sqlite3.Connection) -> db.Run | None:

@@ -507,20 +507,24 @@ def _describe(reply: _Reply) -> str:
 
 
 def _check_deal_payload(body: dict) -> str | None:
-    deals = body.get("deals")
-    if deals is None:
-        return "the 'deals' field is missing"
-    if not isinstance(deals, dict):
-        return f"'deals' is a {type(deals).__name__}, expected an object"
-    if not isinstance(deals.get("dr"), list):
-        return f"'deals.dr' is a {type(deals.get('dr')).__name__}, expected a list"
+    problem = _field_problem(body, "deals", dict, "an object")
+    if problem:
+        return problem
+    dr = body["deals"].get("dr")
+    if not isinstance(dr, list):
+        return f"'deals.dr' is a {type(dr).__name__}, expected a list"
     return None
 
 
 def _check_product_payload(body: dict) -> str | None:
-    products = body.get("products")
-    if products is None:
-        return "the 'products' field is missing"
-    if not isinstance(products, list):
-        return f"'products' is a {type(products).__name__}, expected a list"
+    return _field_problem(body, "products", list, "a list")
+
+
+def _field_problem(body: dict, name: str, kind: type, kind_text: str) -> str | None:
+    """Why body[name] is missing or not of `kind` (described as `kind_text`), or None."""
+    value = body.get(name)
+    if value is None:
+        return f"the '{name}' field is missing"
+    if not isinstance(value, kind):
+        return f"'{name}' is a {type(value).__name__}, expected {kind_text}"
     return None

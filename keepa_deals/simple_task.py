@@ -26,19 +26,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 
-from celery import shared_task
-
 from keepa_deals.backfiller import LAST_PAGE_INDEX
 from keepa_deals.constants import PRIORITY_UPSERTER, TASK_UPSERT, UPSERT_LOCK
 from keepa_deals.deals import DealRecord, ParsedPage
-from keepa_deals.task_runtime import (
-    PipelineServices,
-    RunReport,
-    TaskRun,
-    TaskSpec,
-    run_from_celery,
-    run_pipeline_task,
-)
+from keepa_deals.task_runtime import TaskRun, TaskSpec, celery_task, local_runner
 
 WATERMARK_STATE = "upsert_watermark"
 SPEC = TaskSpec(TASK_UPSERT, UPSERT_LOCK, PRIORITY_UPSERTER)
@@ -81,18 +72,6 @@ def newest_per_asin(records: Iterable[DealRecord]) -> list[DealRecord]:
 
 # --------------------------------------------------------------------------- the task
 
-def run_upserter(services: PipelineServices, *, task_id: str | None = None,
-                 slice_s: float | None = None) -> RunReport:
-    """One upserter run (usable without Celery: tests and benchmarks call this)."""
-    return run_pipeline_task(services, SPEC, upsert_recent, task_id=task_id, slice_s=slice_s)
-
-
-@shared_task(name="keepa_deals.simple_task.update_recent_deals", bind=True, ignore_result=True)
-def update_recent_deals(self) -> dict:
-    """Celery entry point: one upserter run; returns the run report as a dict."""
-    return run_from_celery(SPEC, upsert_recent, self.request.id)
-
-
 def upsert_recent(run: TaskRun) -> bool:
     """Write the window's new or changed deals with the watermark; True when all are stored."""
     watermark = run.load_state(WATERMARK_STATE)
@@ -114,6 +93,11 @@ def upsert_recent(run: TaskRun) -> bool:
         run.commit(run.enrich(batch), WATERMARK_STATE, batch_watermark)
         written += len(batch)
     return True
+
+
+run_upserter = local_runner(SPEC, upsert_recent)
+update_recent_deals = celery_task("keepa_deals.simple_task.update_recent_deals", SPEC,
+                                  upsert_recent)
 
 
 def read_window(fetch: Callable[[int], tuple[ParsedPage, int]],

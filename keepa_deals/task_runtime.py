@@ -35,6 +35,7 @@ from functools import cache
 from pathlib import Path
 
 import redis
+from celery import shared_task
 
 from keepa_deals import db, deals, heartbeats
 from keepa_deals.config import ConfigError, Settings, load_settings
@@ -430,13 +431,25 @@ def process_services() -> PipelineServices:
     return _services_of_process(os.getpid())
 
 
-def run_from_celery(spec: TaskSpec, work: Callable[[TaskRun], bool],
-                    task_id: str | None) -> dict:
-    """A run in a worker, as the dict a Celery task returns; a configuration problem is logged
-    as one line (not a traceback every interval) and reported as a failed run."""
-    try:
-        services = process_services()
-    except (ConfigError, RedisUnavailable) as exc:
-        log.error("%s not run: %s", spec.task, exc)
-        return {"outcome": "failed", "error": str(exc)}
-    return asdict(run_pipeline_task(services, spec, work, task_id=task_id))
+def local_runner(spec: TaskSpec, work: Callable[[TaskRun], bool]) -> Callable[..., RunReport]:
+    """`run(services, *, task_id=None, slice_s=None)`: one run of `work` without Celery (tests
+    and benchmarks call it)."""
+    def run(services: PipelineServices, *, task_id: str | None = None,
+            slice_s: float | None = None) -> RunReport:
+        return run_pipeline_task(services, spec, work, task_id=task_id, slice_s=slice_s)
+    return run
+
+
+def celery_task(name: str, spec: TaskSpec, work: Callable[[TaskRun], bool]):
+    """Register the Celery task `name`: one run of `work` in a worker, returning the run report
+    as a dict; a configuration problem is logged as one line (not a traceback every interval)
+    and reported as a failed run."""
+    @shared_task(name=name, bind=True, ignore_result=True)
+    def run_in_worker(self) -> dict:
+        try:
+            services = process_services()
+        except (ConfigError, RedisUnavailable) as exc:
+            log.error("%s not run: %s", spec.task, exc)
+            return {"outcome": "failed", "error": str(exc)}
+        return asdict(run_pipeline_task(services, spec, work, task_id=self.request.id))
+    return run_in_worker

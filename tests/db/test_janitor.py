@@ -105,3 +105,42 @@ def test_repeated_runs_remove_nothing_more(aging_deals):
 def test_non_positive_max_age_is_refused(conn):
     with pytest.raises(ValueError, match="max_age_s must be positive"):
         janitor.remove_stale_deals(conn, max_age_s=0, now=NOW, ingestion_healthy=True)
+
+
+DAY = 24 * HOUR
+
+
+def insert_runs(conn, task: str, rows: list[tuple[str, int | None]]) -> list[int]:
+    """Runs of `task` as (outcome, ended_at), oldest id first; returns their ids."""
+    with db.transaction(conn):
+        return [conn.execute("INSERT INTO runs (task, started_at, ended_at, outcome) "
+                             "VALUES (?, ?, ?, ?)",
+                             (task, (ended or NOW) - 60, ended, outcome)).lastrowid
+                for outcome, ended in rows]
+
+
+def run_ids(conn) -> set[int]:
+    return {row[0] for row in conn.execute("SELECT id FROM runs")}
+
+
+@pytest.mark.parametrize("healthy", [True, False], ids=["healthy", "refused"])
+def test_old_finished_runs_are_pruned_beyond_each_tasks_newest(conn, healthy):
+    old, recent = NOW - 31 * DAY, NOW - 29 * DAY
+    last_ok, still_running, pruned, long_run = insert_runs(conn, TASK_BACKFILL, [
+        ("ok", NOW - 60 * DAY), ("running", None), ("failed", old), ("partial", recent)])
+    pruned_too = insert_runs(conn, TASK_BACKFILL, [("skipped", old), ("failed", old - DAY)])
+    newest = insert_runs(conn, TASK_BACKFILL, [("failed", old)] * janitor.RUNS_KEPT_PER_TASK)
+    other_task = insert_runs(conn, TASK_UPSERT, [("ok", old), ("failed", old)])
+    before = run_ids(conn)
+
+    result = janitor.remove_stale_deals(conn, max_age_s=MAX_AGE, now=NOW,
+                                        ingestion_healthy=healthy)
+
+    gone = {pruned, *pruned_too}
+    assert result.runs_pruned == len(gone)
+    assert run_ids(conn) == before - gone
+    assert {last_ok, still_running, long_run, *newest, *other_task} <= run_ids(conn)
+    assert db.last_successful_run(conn, TASK_BACKFILL).id == last_ok
+    again = janitor.remove_stale_deals(conn, max_age_s=MAX_AGE, now=NOW,
+                                       ingestion_healthy=healthy)
+    assert again.runs_pruned == 0
