@@ -9,9 +9,11 @@ positive number (the database keeps Keepa's sign: delta_percent is negative for 
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from decimal import Decimal, InvalidOperation
 
@@ -23,6 +25,7 @@ MAX_SEARCH_LENGTH = 200
 MAX_PRICE_DOLLARS = Decimal(10_000_000)
 MAX_RANK = 2**31
 ASIN_PATTERN = re.compile(r"^[A-Z0-9]{10}$")
+_ROWID_IN_JSON = " rowid IN (SELECT value FROM json_each(?))"
 
 
 class BadParameter(ValueError):
@@ -124,59 +127,91 @@ class DealQuery:
     def filtered(self) -> bool:
         return any(getattr(self, name) is not None for name in FILTER_NAMES)
 
-    def where(self) -> tuple[str, list]:
-        """The WHERE clause (or '') and its parameters."""
+    def where(self, *, index_for: str | None = None) -> tuple[str, list]:
+        """The WHERE clause (or '') and its parameters.
+
+        With `index_for` (an SQL column), every other filter column gets a unary `+`, so the
+        only index SQLite may use for filtering is that column's (the sort index then drives).
+        """
         clauses, params = [], []
 
-        def add(sql: str, value) -> None:
-            clauses.append(sql)
+        def add(column: str, test: str, value) -> None:
+            prefix = "+" if index_for not in (None, column) else ""
+            clauses.append(f"{prefix}{column} {test}")
             params.append(value)
 
         if self.min_price is not None:
-            add("current_cents >= ?", int(self.min_price * 100))
+            add("current_cents", ">= ?", int(self.min_price * 100))
         if self.max_price is not None:
-            add("current_cents <= ?", int(self.max_price * 100))
+            add("current_cents", "<= ?", int(self.max_price * 100))
         if self.min_drop is not None:
-            add("delta_percent <= ?", -self.min_drop)
+            add("delta_percent", "<= ?", -self.min_drop)
         if self.category is not None:
             if self.category.isdigit():
-                add("root_category = ?", int(self.category))
+                add("root_category", "= ?", int(self.category))
             else:
-                add("category_name = ?", self.category)
+                add("category_name", "= ?", self.category)
         if self.min_rank is not None:
-            add("sales_rank >= ?", self.min_rank)
+            add("sales_rank", ">= ?", self.min_rank)
         if self.max_rank is not None:
-            add("sales_rank <= ?", self.max_rank)
+            add("sales_rank", "<= ?", self.max_rank)
         if self.q is not None:
-            add("title LIKE ? ESCAPE '\\'", "%" + _like_escaped(self.q) + "%")
+            add("title", "LIKE ? ESCAPE '\\'", "%" + _like_escaped(self.q) + "%")
         return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
-    def order_by(self) -> str:
+    def order_by(self, *, sort_index: bool = True) -> str:
+        """The ORDER BY clause; without `sort_index` the sort column gets a unary `+` (SQLite
+        then finds the matches first and sorts them, instead of walking the sort index)."""
         column = COLUMNS_BY_KEY[self.sort]
         ascending = (self.direction == "asc") != column.inverted
         sql_dir = "ASC" if ascending else "DESC"
-        return f" ORDER BY {column.sql} {sql_dir} NULLS LAST, asin {sql_dir}"
+        prefix = "" if sort_index else "+"
+        return f" ORDER BY {prefix}{column.sql} {sql_dir} NULLS LAST, asin {sql_dir}"
 
-    def rows(self, conn: sqlite3.Connection) -> list[sqlite3.Row]:
-        """The requested page."""
+    def page_sql(self, rowids: list[int] | None = None) -> tuple[str, list]:
+        """SQL and parameters of the requested page.
+
+        Without `rowids` (unfiltered, or more than COUNT_CAP matches) the sort column's index
+        drives: the other filters are checked row by row and the page is reached after few
+        rows. With `rowids` (all the matches, from match_sql) SQLite fetches those and sorts
+        them: walking the sort index would visit every row to learn that few match. The
+        filters are checked again, so a row changed in between is not shown.
+        """
+        if rowids is None:
+            where, params = self.where(index_for=COLUMNS_BY_KEY[self.sort].sql)
+            order_by = self.order_by()
+        else:
+            where, params = self.where(index_for="rowid")
+            where = (where + " AND" if where else " WHERE") + _ROWID_IN_JSON
+            params.append(json.dumps(rowids))
+            order_by = self.order_by(sort_index=False)
+        sql = f"SELECT {SELECT_COLUMNS} FROM deals{where}{order_by} LIMIT ? OFFSET ?"
+        return sql, [*params, self.per_page, (self.page - 1) * self.per_page]
+
+    def match_sql(self) -> tuple[str, list]:
+        """SQL and parameters listing the rowids of up to COUNT_CAP + 1 matching deals."""
         where, params = self.where()
-        sql = (f"SELECT {SELECT_COLUMNS} FROM deals{where}{self.order_by()} "
-               "LIMIT ? OFFSET ?")
-        return conn.execute(sql, (*params, self.per_page,
-                                  (self.page - 1) * self.per_page)).fetchall()
+        return f"SELECT rowid FROM deals{where} LIMIT ?", [*params, COUNT_CAP + 1]
+
+    def page_of(self, conn: sqlite3.Connection) -> tuple[list[sqlite3.Row], int | None, bool]:
+        """(rows of the requested page, matches, capped), read from one snapshot.
+
+        Matches are counted (up to COUNT_CAP) only when filtered, else None (the caller
+        knows the table's size); capped tells there are more than COUNT_CAP.
+        """
+        with _read_transaction(conn):
+            if not self.filtered:
+                return conn.execute(*self.page_sql()).fetchall(), None, False
+            rowids = [row[0] for row in conn.execute(*self.match_sql())]
+            if len(rowids) > COUNT_CAP:
+                return conn.execute(*self.page_sql()).fetchall(), COUNT_CAP, True
+            return conn.execute(*self.page_sql(rowids)).fetchall(), len(rowids), False
 
     def iter_all(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Row]:
         """Every matching row in the requested order (for the CSV export)."""
         where, params = self.where()
         yield from conn.execute(f"SELECT {SELECT_COLUMNS} FROM deals{where}{self.order_by()}",
                                 params)
-
-    def count_matches(self, conn: sqlite3.Connection) -> tuple[int, bool]:
-        """(matches, capped): capped when there are more than COUNT_CAP."""
-        where, params = self.where()
-        count = conn.execute(f"SELECT COUNT(*) FROM (SELECT 1 FROM deals{where} LIMIT ?)",
-                             (*params, COUNT_CAP + 1)).fetchone()[0]
-        return min(count, COUNT_CAP), count > COUNT_CAP
 
     # --- URLs -----------------------------------------------------------------------------
 
@@ -224,6 +259,19 @@ def _printable(raw: str | None, name: str) -> str | None:
         raise BadParameter(f"{name}: expected at most {MAX_SEARCH_LENGTH} printable "
                            f"characters, got {len(raw)}")
     return raw
+
+
+@contextmanager
+def _read_transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """One snapshot for the statements inside (unless the caller already opened one)."""
+    if conn.in_transaction:
+        yield
+        return
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        conn.execute("COMMIT")
 
 
 def _like_escaped(text: str) -> str:

@@ -79,11 +79,10 @@ def detail(asin: str):
 def deal_page(query: DealQuery, source: Sources) -> dict:
     """The rows of one page, the number of matches (capped when filtered) and paging facts."""
     conn = source.db()
-    rows = [deal_dict(row) for row in query.rows(conn)]
-    if query.filtered:
-        total, capped = query.count_matches(conn)
-    else:
-        total, capped = db.deal_count(conn), False
+    found, total, capped = query.page_of(conn)
+    rows = [deal_dict(row) for row in found]
+    if total is None:
+        total = db.deal_count(conn)
     pages = max(1, -(-total // query.per_page))
     return {"rows": rows, "total": total, "capped": capped, "page": query.page,
             "per_page": query.per_page, "pages": pages,
