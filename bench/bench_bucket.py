@@ -13,10 +13,8 @@ Usage: .venv/bin/python bench/bench_bucket.py
 
 from __future__ import annotations
 
-import json
 import random
 import string
-import subprocess
 import sys
 import tempfile
 import threading
@@ -24,13 +22,12 @@ import time
 from pathlib import Path
 
 import requests
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench_support import NoGate, SimulatorProcess, private_redis, table_row
 
 from keepa_deals.constants import PRIORITY_BACKFILL
 from keepa_deals.envelope import TokenEnvelope
 from keepa_deals.keepa_api import KeepaClient
-from keepa_deals.redis_server import PrivateRedis, connect, free_port
+from keepa_deals.redis_server import connect
 from keepa_deals.tokens import TokenBucket
 from keepa_sim.request_log import key_label
 
@@ -41,44 +38,10 @@ RATE = 20
 COSTS = (10, 100)  # product batches of this many ASINs (1 token each)
 KEY_BUCKET = "BenchBucketPolicyKey".ljust(64, "0")
 KEY_NAIVE = "BenchNaivePolicyKey".ljust(64, "0")
-ROOT = Path(__file__).resolve().parent.parent
-
-
-class NoGate:
-    """The naive policy has no shared bucket: the client's gate does nothing."""
-
-    def reserve(self, cost, **_):
-        return None
-
-    def reconcile(self, reservation, envelope, *, status=None):
-        pass
-
-    def sync(self, envelope):
-        pass
-
-
-def start_simulator(workdir: Path) -> tuple[subprocess.Popen, str]:
-    config = {"clock": {"mode": "scaled", "minute_ms": MINUTE_MS},
+SIM_CONFIG = {"clock": {"mode": "scaled", "minute_ms": MINUTE_MS},
               "keys": {key: {"refill_rate": RATE, "initial_tokens": 0}
                        for key in (KEY_BUCKET, KEY_NAIVE)},
               "catalogue": {"n_products": 200}}
-    config_path = workdir / "sim.json"
-    config_path.write_text(json.dumps(config))
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "keepa_sim", "--host", "127.0.0.1", "--port", str(port),
-         "--config", str(config_path)],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=(workdir / "sim.log").open("wb"))
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(url + "/_sim/state", timeout=1).status_code == 200:
-                return process, url
-        except requests.RequestException:
-            time.sleep(0.1)
-    process.kill()
-    raise SystemExit(f"the simulator did not start; see {workdir / 'sim.log'}")
 
 
 def pairs_per_second(redis_url: str) -> tuple[float, float]:
@@ -163,27 +126,24 @@ def _buckets(sim_url: str, keys) -> dict[str, dict]:
 
 
 def main() -> int:
-    with tempfile.TemporaryDirectory(prefix="bench-bucket-") as tmp:
-        workdir = Path(tmp)
-        server = PrivateRedis(workdir / "redis", port=free_port())
-        redis_url = server.start()
-        sim, sim_url = start_simulator(workdir)
+    with tempfile.TemporaryDirectory(prefix="bench-bucket-") as tmp, \
+            private_redis(Path(tmp)) as redis_url:
+        sim = SimulatorProcess(Path(tmp), "bucket", SIM_CONFIG)
         try:
             bucket_pairs, baseline_pairs = pairs_per_second(redis_url)
-            used = utilisation(sim_url, redis_url)
+            used = utilisation(sim.url, redis_url)
         finally:
-            sim.terminate()
-            sim.wait(timeout=10)
-            server.stop(save=False)
+            sim.stop()
     rows = [
         ("acquire+reconcile pairs/s", f"{bucket_pairs:,.0f}",
          f"INCRBY+GET {baseline_pairs:,.0f}", bucket_pairs / baseline_pairs),
         (f"token utilisation, {SIM_MINUTES} sim min", f"{used[KEY_BUCKET]:.1%}",
          f"naive {used[KEY_NAIVE]:.1%}", used[KEY_BUCKET] / used[KEY_NAIVE]),
     ]
-    print(f"{'measure':<34}{'bucket':>12}{'baseline':>24}{'ratio':>8}")
+    widths = (34, 12, 24, 8)
+    print(table_row(("measure", "bucket", "baseline", "ratio"), widths))
     for name, value, baseline, ratio in rows:
-        print(f"{name:<34}{value:>12}{baseline:>24}{ratio:>8.2f}")
+        print(table_row((name, value, baseline, f"{ratio:.2f}"), widths))
     return 0
 
 

@@ -22,9 +22,9 @@ from pathlib import Path
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "dashboard"))
 
+from bench_support import private_redis  # noqa: E402
 from dashboard_helpers import insert_deals, insert_run, synthetic_deals  # noqa: E402
 from waitress.server import create_server  # noqa: E402
 
@@ -32,7 +32,7 @@ from keepa_deals import db, heartbeats  # noqa: E402
 from keepa_deals.config import load_settings  # noqa: E402
 from keepa_deals.constants import TASK_BACKFILL, TASK_UPSERT  # noqa: E402
 from keepa_deals.dashboard import create_app  # noqa: E402
-from keepa_deals.redis_server import PrivateRedis, connect, free_port  # noqa: E402
+from keepa_deals.redis_server import connect  # noqa: E402
 
 BIG, BASELINE = 1_000_000, 10_000
 WARMUP, SAMPLES = 3, 40
@@ -122,9 +122,7 @@ def main() -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-dashboard-") as tmp:
         workdir = Path(tmp)
-        redis = PrivateRedis(workdir / "redis", port=free_port())
-        redis_url = redis.start()
-        try:
+        with private_redis(workdir) as redis_url:
             client = connect(redis_url)
             heartbeats.worker_heartbeat(client, "bench-worker")
             heartbeats.beat_heartbeat(client)
@@ -132,8 +130,6 @@ def main() -> int:
                   "requests (waitress, HTTP keep-alive)")
             baseline = bench(BASELINE, workdir, redis_url)
             big = bench(BIG, workdir, redis_url)
-        finally:
-            redis.stop(save=False)
     print(f"\n{'page':<24}{'p50 10k':>9}{'p95 10k':>9}{'p50 1M':>9}{'p95 1M':>9}"
           f"{'ratio':>8}{'target':>8}  verdict")
     failures = 0

@@ -22,13 +22,11 @@ import time
 from pathlib import Path
 
 import orjson
+from bench_support import table_row
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from keepa_deals import db  # noqa: E402
-from keepa_deals.constants import DEAL_PAGE_SIZE, KEEPA_EPOCH_OFFSET_MINUTES  # noqa: E402
-from keepa_deals.deals import DEAL_FIELDS, parse_deal_page  # noqa: E402
+from keepa_deals import db
+from keepa_deals.constants import DEAL_PAGE_SIZE, KEEPA_EPOCH_OFFSET_MINUTES
+from keepa_deals.deals import DEAL_FIELDS, parse_deal_page
 
 TARGET_DEALS_PER_S = 10_000
 DEFAULT_PAGES = 200
@@ -176,6 +174,10 @@ def overall(rates: list[float]) -> float:
     return len(rates) / sum(1 / rate for rate in rates)
 
 
+def rates_row(name: str, fast_rate: float, slow_rate: float) -> tuple[str, ...]:
+    return name, f"{fast_rate:,.0f}", f"{slow_rate:,.0f}", f"{fast_rate / slow_rate:.1f}x"
+
+
 def main() -> int:
     pages = int(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_PAGES
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
@@ -188,13 +190,14 @@ def main() -> int:
           f"{sqlite3.sqlite_version}, schema v{db.available_migrations()[-1][0]}")
     print(f"pipeline: {pages} pages x {DEAL_PAGE_SIZE} per phase; "
           f"baseline: {BASELINE_PAGES} pages per phase\n")
-    print(f"{'phase':<16}{'pipeline/s':>12}{'baseline/s':>12}{'ratio':>8}")
+    widths = (16, 12, 12, 8)
+    print(table_row(("phase", "pipeline/s", "baseline/s", "ratio"), widths))
     for name, fast_rate, slow_rate in zip(PHASES, fast, slow, strict=True):
-        print(f"{name:<16}{fast_rate:>12,.0f}{slow_rate:>12,.0f}{fast_rate / slow_rate:>7.1f}x")
+        print(table_row(rates_row(name, fast_rate, slow_rate), widths))
     total_fast, total_slow = overall(fast), overall(slow)
     verdict = "ok" if total_fast >= TARGET_DEALS_PER_S else "BELOW TARGET"
-    print(f"{'all phases':<16}{total_fast:>12,.0f}{total_slow:>12,.0f}"
-          f"{total_fast / total_slow:>7.1f}x   target {TARGET_DEALS_PER_S:,}/s: {verdict}")
+    print(table_row(rates_row("all phases", total_fast, total_slow), widths)
+          + f"   target {TARGET_DEALS_PER_S:,}/s: {verdict}")
     deals = len(PHASES) * pages * DEAL_PAGE_SIZE
     print("pipeline per deal: " + ", ".join(f"{step} {seconds / deals * 1e6:.1f} us"
                                             for step, seconds in spent.items()))

@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -38,19 +37,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+from bench_support import NoGate, SimulatorProcess, private_redis, table_row
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from keepa_deals import deals  # noqa: E402
-from keepa_deals.backfiller import run_backfill  # noqa: E402
-from keepa_deals.config import load_settings  # noqa: E402
-from keepa_deals.constants import DEAL_PAGE_SIZE  # noqa: E402
-from keepa_deals.keepa_api import KeepaClient, KeepaError  # noqa: E402
-from keepa_deals.redis_server import PrivateRedis, connect, free_port  # noqa: E402
-from keepa_deals.simple_task import run_upserter  # noqa: E402
-from keepa_deals.task_runtime import PipelineServices  # noqa: E402
-from keepa_sim import DEFAULT_API_KEY  # noqa: E402
+from keepa_deals import deals
+from keepa_deals.backfiller import run_backfill
+from keepa_deals.config import load_settings
+from keepa_deals.constants import DEAL_PAGE_SIZE
+from keepa_deals.keepa_api import KeepaClient, KeepaError
+from keepa_deals.redis_server import connect
+from keepa_deals.simple_task import run_upserter
+from keepa_deals.task_runtime import PipelineServices
+from keepa_sim import DEFAULT_API_KEY
 
 SIM_MINUTES = 40
 MINUTE_MS = 500
@@ -82,38 +79,21 @@ class Figures:
         return self.http_429 / self.requests if self.requests else 0.0
 
 
-class Simulator:
-    """`python -m keepa_sim` on a free port with the benchmark's plan."""
+class Simulator(SimulatorProcess):
+    """The simulator with the benchmark's plan, its catalogue warmed and its request log reset."""
 
     def __init__(self, workdir: Path, name: str):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = {"seed": 11, "catalogue": {"n_products": N_PRODUCTS, "domains": [1]},
-                  "clock": {"mode": "scaled", "minute_ms": MINUTE_MS},
-                  "keys": {DEFAULT_API_KEY: {"refill_rate": REFILL_RATE, "initial_tokens": 0}}}
-        config_path = workdir / f"sim-{name}.json"
-        config_path.write_text(json.dumps(config))
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "keepa_sim", "--host", "127.0.0.1", "--port", str(self.port),
-             "--config", str(config_path)],
-            cwd=ROOT, stdout=(workdir / f"sim-{name}.log").open("wb"), stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if requests.get(self.url + "/_sim/state", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                raise SystemExit(f"simulator did not start; see {workdir}/sim-{name}.log")
-            time.sleep(0.1)
+        super().__init__(workdir, name, {
+            "seed": 11, "catalogue": {"n_products": N_PRODUCTS, "domains": [1]},
+            "clock": {"mode": "scaled", "minute_ms": MINUTE_MS},
+            "keys": {DEFAULT_API_KEY: {"refill_rate": REFILL_RATE, "initial_tokens": 0}}})
         requests.get(self.url + "/_sim/deals/truth",
                      params={"selection": json.dumps(QUERY)}, timeout=60)  # warm the catalogue
         requests.post(self.url + "/_sim/reset", json={}, timeout=10).raise_for_status()
         self.started_ms = self.clock_ms()
 
     def clock_ms(self) -> int:
-        return requests.get(self.url + "/_sim/state", timeout=10).json()["clock"]["now_ms"]
+        return self.state()["clock"]["now_ms"]
 
     def figures(self, policy: str, until_ms: int) -> Figures:
         log = requests.get(self.url + "/_sim/requests", timeout=30).json()["requests"]
@@ -123,10 +103,6 @@ class Simulator:
         ticks = (until_ms - self.started_ms) // MINUTE_MS
         return Figures(policy, REFILL_RATE * ticks, useful, len(paid),
                        sum(1 for e in paid if e["status"] == 429))
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=10)
 
 
 def settings_for(redis_url: str, sim: Simulator, workdir: Path, name: str):
@@ -175,26 +151,13 @@ def run_pipeline(redis_url: str, sim: Simulator, workdir: Path) -> int:
     return run_for_the_window(sim, threads, stop)
 
 
-class _NoGate:
-    """The naive policy has no shared bucket: every request goes out at once."""
-
-    def reserve(self, cost, **_):
-        return None
-
-    def reconcile(self, reservation, envelope, *, status=None):
-        pass
-
-    def sync(self, envelope):
-        pass
-
-
 class NaivePolicy:
     """Check /token and abort when it looks too low; fixed sleeps of one refill period."""
 
     def __init__(self, sim: Simulator, stop: threading.Event, *, sleep_after_batch: bool):
         self._stop = stop
         self._sleep_after_batch = sleep_after_batch
-        self._client = KeepaClient(sim.url, DEFAULT_API_KEY, _NoGate(), max_consecutive_429=1,
+        self._client = KeepaClient(sim.url, DEFAULT_API_KEY, NoGate(), max_consecutive_429=1,
                                    max_transient_retries=1, retry_backoff_s=0.05)
         self._period_s = MINUTE_MS / 1000
         self._price_type = deals.selection_price_type(QUERY)
@@ -265,25 +228,23 @@ def main() -> int:
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
         workdir = Path(tmp)
-        redis_server = PrivateRedis(workdir / "redis", port=free_port())
-        redis_url = redis_server.start()
-        try:
+        with private_redis(workdir) as redis_url:
             for name, run in policies.items():
                 sim = Simulator(workdir, name)
                 try:
                     results.append(sim.figures(name, run(sim, redis_url, workdir)))
                 finally:
                     sim.stop()
-        finally:
-            redis_server.stop(save=False)
     print(f"{SIM_MINUTES} simulated minutes per policy, refill {REFILL_RATE}/min, "
           f"tick {MINUTE_MS} ms, {N_PRODUCTS} products, backfill + upserter every "
           f"{UPSERT_INTERVAL_S:g} s")
-    print(f"{'policy':11} {'available':>9} {'useful':>7} {'util':>7} {'requests':>8} "
-          f"{'429s':>5} {'429 %':>6}")
+    widths = (11, 9, 7, 7, 8, 5, 6)
+    print(table_row(("policy", "available", "useful", "util", "requests", "429s", "429 %"),
+                    widths, sep=" "))
     for f in results:
-        print(f"{f.policy:11} {f.available:9d} {f.useful:7d} {f.utilisation:7.1%} "
-              f"{f.requests:8d} {f.http_429:5d} {f.share_429:6.1%}")
+        print(table_row((f.policy, str(f.available), str(f.useful), f"{f.utilisation:.1%}",
+                         str(f.requests), str(f.http_429), f"{f.share_429:.1%}"),
+                        widths, sep=" "))
     pipeline = results[0]
     for baseline in results[1:]:
         ratio = (pipeline.utilisation / baseline.utilisation if baseline.utilisation

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import random
 import sqlite3
-import time
 from collections.abc import Iterable, Iterator
-
-import pytest
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -22,18 +19,6 @@ DEAL_INSERT_COLUMNS = (
     "current_cents", "avg_cents", "delta_cents", "delta_percent", "sales_rank", "rating",
     "review_count", "offer_count_new", "last_update_at", "first_seen_at", "last_seen_at",
     "source")
-
-
-def poll(condition, timeout: float, message: str, interval: float = 0.1):
-    """The condition's first truthy value within `timeout` seconds, else fail the test."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.1f}s waiting for {message}")
-        time.sleep(interval)
 
 
 def synthetic_deals(count: int, *, now: int, seed: int = 7, start: int = 0) -> Iterator[tuple]:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from dashboard_helpers import insert_deals, poll, synthetic_deals
+from dashboard_helpers import insert_deals, synthetic_deals
+from support import wait_until
 
 from keepa_deals.constants import BACKFILL_LOCK, TASK_BACKFILL
 
@@ -37,8 +38,8 @@ def test_overview_count_equals_select_count_and_refreshes_in_place(
 
     page.evaluate("window.__sameDocument = true")
     insert_deals(seeded, synthetic_deals(1_250, now=int(time.time()), start=10_000))
-    poll(lambda: shown_count(page) == select_count(settings) == 1_387, 10,
-         "the overview to show the new count")
+    wait_until(lambda: shown_count(page) == select_count(settings) == 1_387, 10,
+               "the overview to show the new count")
     assert page.evaluate("window.__sameDocument") is True, "the page was reloaded"
     assert page.locator("#deal-count").inner_text() == "1,387"
 
@@ -82,13 +83,13 @@ def test_task_with_a_killed_lease_holder_turns_stalled_within_one_ttl(
     worker = fake_worker(ttl_s)
     card = page.locator(f"#task-{TASK_BACKFILL}")
     page.goto(dashboard + "/")
-    poll(lambda: "running" in card.locator("h3").inner_text(), 10, "the task to show running")
+    wait_until(lambda: "running" in card.locator("h3").inner_text(), 10, "the task to show running")
     assert "pid" in card.inner_text()
 
     os.kill(worker.pid, signal.SIGKILL)
     worker.wait(timeout=10)
     killed_at = time.monotonic()
-    poll(lambda: "stalled" in card.locator("h3").inner_text(), ttl_s, "the stalled verdict")
+    wait_until(lambda: "stalled" in card.locator("h3").inner_text(), ttl_s, "the stalled verdict")
     assert time.monotonic() - killed_at < ttl_s
     cause = card.locator(".cause").inner_text()
     assert "held by a dead worker" in cause and f"pid {worker.pid}" in cause

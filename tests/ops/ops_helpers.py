@@ -6,10 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
-
-import pytest
 
 from keepa_deals.processes import process_alive
 
@@ -46,18 +43,6 @@ def recorded_pid(root: Path, name: str) -> int | None:
         return int((root / "var" / "run" / f"{name}.pid").read_text())
     except (OSError, ValueError):
         return None
-
-
-def poll(condition, timeout: float, message: str, interval: float = 0.1):
-    """The condition's first truthy value within `timeout` seconds, else fail the test."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g}s waiting for {message}")
-        time.sleep(interval)
 
 
 def children_of(pid: int) -> list[int]:

@@ -7,7 +7,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from ops_helpers import clean_environment, poll, recorded_pid, run, show
+from ops_helpers import clean_environment, recorded_pid, run, show
+from support import wait_until
 
 from keepa_deals import heartbeats
 from keepa_deals.redis_server import free_port
@@ -128,8 +129,8 @@ def test_a_revision_failing_the_health_gate_is_rolled_back_and_restarted(deploym
     assert "health gate failed" in result.stdout
     assert git(project, "rev-parse", "HEAD") == good
     assert (project / "var" / "REVISION").read_text().strip() == good
-    poll(lambda: worker_revision(redis_client, project) == good, 30,
-         "the worker to run the previous revision again")
+    wait_until(lambda: worker_revision(redis_client, project) == good, 30,
+               "the worker to run the previous revision again")
     log = (project / "var" / "log" / "deploy.log").read_text()
     assert f"revision {broken[:12]} failed: health gate" in log
     assert f"rolled back: revision {good[:12]} is running again" in log

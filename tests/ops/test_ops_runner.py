@@ -11,7 +11,8 @@ import threading
 
 import pytest
 import requests
-from ops_helpers import children_of, poll, recorded_pid, run, show
+from ops_helpers import children_of, recorded_pid, run, show
+from support import wait_until
 
 from keepa_deals.processes import process_alive
 
@@ -48,8 +49,8 @@ def test_runner_runs_everything_restarts_a_dead_child_and_stops_cleanly(project,
     env = stack_env()
     runner = Foreground(project, env)
     try:
-        announced = poll(lambda: runner.said(r"==> keepa-deals is running: dashboard (\S+)"),
-                         60, "the runner to announce the dashboard")
+        announced = wait_until(lambda: runner.said(r"==> keepa-deals is running: dashboard (\S+)"),
+                               60, "the runner to announce the dashboard")
         assert requests.get(announced.group(1) + "healthz", timeout=5).status_code in (200, 503)
         simulator = f"http://127.0.0.1:{env['KEEPA_SIM_PORT']}/_sim/state"
         assert requests.get(simulator, timeout=5).status_code == 200
@@ -58,10 +59,10 @@ def test_runner_runs_everything_restarts_a_dead_child_and_stops_cleanly(project,
 
         beat = recorded_pid(project, "beat")
         subprocess.run(["kill", "-KILL", str(beat)], check=True)
-        poll(lambda: runner.said(rf"!!! beat \(pid {beat}\) was killed by SIGKILL"), 10,
-             "a loud report of the dead beat")
+        wait_until(lambda: runner.said(rf"!!! beat \(pid {beat}\) was killed by SIGKILL"), 10,
+                   "a loud report of the dead beat")
         # the killed beat's lease blocks a new beat for one LOCK_TTL_S; the runner outlasts it
-        poll(lambda: runner.count("beat: ready") == 2, 60, "a new beat to be ready")
+        wait_until(lambda: runner.count("beat: ready") == 2, 60, "a new beat to be ready")
         assert recorded_pid(project, "beat") not in (None, beat)
 
         everything = [recorded_pid(project, name) for name in SERVICES]

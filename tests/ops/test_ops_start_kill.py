@@ -11,7 +11,8 @@ import sys
 import time
 
 import pytest
-from ops_helpers import children_of, poll, recorded_pid, run, show
+from ops_helpers import children_of, recorded_pid, run, show
+from support import wait_until
 
 from keepa_deals import heartbeats
 from keepa_deals.constants import LOCK_KEY_PREFIX
@@ -54,10 +55,11 @@ def test_start_supervise_refuse_twice_then_kill_everything(project, stack_env):
     old_pool = children_of(pids["worker"])
     assert old_pool, "the worker has a prefork pool"
     subprocess.run(["kill", "-KILL", str(pids["worker"])], check=True)
-    new_worker = poll(lambda: (pid := recorded_pid(project, "worker")) != pids["worker"] and pid,
-                      30, "the supervisor to restart the worker")
-    poll(lambda: any(w["pid"] == new_worker for w in heartbeats.read_workers(client)), 60,
-         "the restarted worker's heartbeat")
+    new_worker = wait_until(
+        lambda: (pid := recorded_pid(project, "worker")) != pids["worker"] and pid,
+        30, "the supervisor to restart the worker")
+    wait_until(lambda: any(w["pid"] == new_worker for w in heartbeats.read_workers(client)), 60,
+               "the restarted worker's heartbeat")
     assert not any(process_alive(pid) for pid in old_pool)
     assert "!!! supervisor: worker" in (project / "var/log/worker.log").read_text()
 

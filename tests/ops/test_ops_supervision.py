@@ -8,7 +8,7 @@ import sys
 import time
 
 import pytest
-from ops_helpers import poll
+from support import wait_until
 
 from keepa_deals.ops import processes
 from keepa_deals.ops.logsink import MAX_LINE_BYTES, RotatingFileSink, pump
@@ -35,7 +35,7 @@ class Recorder:
 
 
 def drive(supervisor: Supervisor, until, timeout: float):
-    return poll(lambda: until(supervisor.step()), timeout, f"supervisor state {until}", 0.02)
+    return wait_until(lambda: until(supervisor.step()), timeout, f"supervisor state {until}", 0.02)
 
 
 def test_a_crashing_child_is_restarted_with_backoff_then_given_up_loudly(tmp_path):
@@ -80,8 +80,8 @@ def test_a_child_that_ran_long_enough_starts_a_fresh_crash_count(tmp_path):
     supervisor = Supervisor("flaky", argv, sink=recorder, announce=recorder.announce,
                             policy=policy)
     supervisor.start()
-    poll(lambda: supervisor.step() is State.GAVE_UP or len(recorder.events) >= 8, 20,
-         "four crashes")
+    wait_until(lambda: supervisor.step() is State.GAVE_UP or len(recorder.events) >= 8, 20,
+               "four crashes")
     assert supervisor.state is not State.GAVE_UP, "crashes after a stable run must not add up"
     assert supervisor.crashes == 1
     supervisor.stop_target()
@@ -98,7 +98,7 @@ def test_stop_kills_a_process_group_that_ignores_term(tmp_path):
     supervisor = Supervisor("stubborn", [sys.executable, "-c", ignores_term], sink=recorder,
                             announce=recorder.announce, policy=FAST)
     supervisor.start()
-    poll(lambda: "up" in recorder.lines, 10, "the child to start")
+    wait_until(lambda: "up" in recorder.lines, 10, "the child to start")
     target = supervisor.stop_target()
     grandchildren = [p for p in processes.group_members(target.pid) if p != target.pid]
     assert grandchildren, "the child's own child must be in its process group"
@@ -137,7 +137,7 @@ def test_pidfile_counts_only_the_exact_command_line(tmp_path):
         pidfile.write(tail.pid, encode_argv(["sleep", "60"]))  # e.g. a reused pid
         assert pidfile.live_pid() is None, "`tail -f worker.log` must not pass for the worker"
 
-        poll(lambda: not process_alive(zombie.pid), 5, "the zombie to exit")
+        wait_until(lambda: not process_alive(zombie.pid), 5, "the zombie to exit")
         pidfile.write(zombie.pid, encode_argv(["true"]))
         assert pidfile.live_pid() is None, "a zombie is not a running process"
 

@@ -13,10 +13,9 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import pytest
+from support import wait_until
 
 from keepa_deals.keepa_time import keepa_minute_to_unix
 from keepa_deals.redis_server import connect
@@ -26,7 +25,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # Used prices of any category that moved within 90 days: ~380 deals (3 pages) from the
 # 1 000-product catalogue of sim_config(). All integers, like the real query (keepa-api.md §2.2).
 LOOSE_QUERY = {"domainId": 1, "priceTypes": [2], "dateRange": 3, "sortType": 4}
-MINUTE_MS = 250
+MINUTE_MS = 250  # the simulator's refill tick
+KEEPA_MINUTE_MS = 60_000  # one minute of Keepa time (lastUpdate resolution)
 
 FAST_TIMINGS = {
     "KEEPA_REFILL_PERIOD_MS": MINUTE_MS,
@@ -55,16 +55,12 @@ def sim_config(**sections) -> dict:
     return config
 
 
-def poll(condition, timeout: float, message: str, interval: float = 0.25):
-    """The condition's first truthy value within `timeout` seconds, else fail the test."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {message}")
-        time.sleep(interval)
+def frozen_sim(sim_factory, **sections):
+    """A simulator frozen one second into a Keepa minute (small advances stay in the minute)."""
+    sim = sim_factory(**sim_config(clock={"mode": "frozen"}, **sections))
+    now = sim.state()["clock"]["now_ms"]
+    sim.clock(set_ms=now - now % KEEPA_MINUTE_MS + 1_000)
+    return sim
 
 
 # --------------------------------------------------------------------------- reading results
@@ -160,5 +156,5 @@ class CeleryProcess:
 def wait_for_worker(redis_url: str, timeout: float = 60) -> None:
     """Until a worker heartbeat appears (the worker consumes from then on)."""
     client = connect(redis_url)
-    poll(lambda: next(client.scan_iter(match="kd:hb:worker:*"), None), timeout,
-         "a celery worker heartbeat")
+    wait_until(lambda: next(client.scan_iter(match="kd:hb:worker:*"), None), timeout,
+               "a celery worker heartbeat")

@@ -17,10 +17,11 @@ from collections import Counter
 
 import pytest
 from pipeline_helpers import (
+    KEEPA_MINUTE_MS,
     LOOSE_QUERY,
     MINUTE_MS,
     PROJECT_ROOT,
-    poll,
+    frozen_sim,
     product_batches,
     runs,
     sim_config,
@@ -29,22 +30,13 @@ from pipeline_helpers import (
     truth_deals,
     wait_for_worker,
 )
+from support import wait_until
 
 from keepa_deals.backfiller import CURSOR_STATE
 from keepa_deals.heartbeats import read_beat, read_workers
 from keepa_deals.keepa_time import keepa_minute_to_unix
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
-
-KEEPA_MINUTE_MS = 60_000
-
-
-def frozen_sim(sim_factory, **sections):
-    """A simulator frozen one second into a Keepa minute (small advances stay in the minute)."""
-    sim = sim_factory(**sim_config(clock={"mode": "frozen"}, **sections))
-    now = sim.state()["clock"]["now_ms"]
-    sim.clock(set_ms=now - now % KEEPA_MINUTE_MS + 1_000)
-    return sim
 
 
 def start_pipeline(start_celery, env, redis_url, *, beat=True):
@@ -65,7 +57,7 @@ def test_first_sweep_from_an_empty_database_equals_the_ground_truth(
     env = pipeline_env(sim)
     worker, beat = start_pipeline(start_celery, env, redis_server.url)
     database = tmp_path / "deals.db"
-    poll(lambda: sweeps_done(database) >= 1, 60, "the first full sweep")
+    wait_until(lambda: sweeps_done(database) >= 1, 60, "the first full sweep")
 
     truth = truth_deals(sim, LOOSE_QUERY)
     assert len(truth) > 150, "the query spans several pages"
@@ -89,8 +81,8 @@ def test_new_deals_reach_sqlite_within_two_upserter_intervals_while_the_backfill
     start_pipeline(start_celery, env, redis_server.url)
     database = tmp_path / "deals.db"
     backfill_lock = "kd:lock:backfill_deals_lock"
-    poll(lambda: redis_client.exists(backfill_lock) and len(stored_deals(database)) > 20, 60,
-         "the backfill to be under way")
+    wait_until(lambda: redis_client.exists(backfill_lock) and len(stored_deals(database)) > 20, 60,
+               "the backfill to be under way")
 
     before = sim.state()["clock"]["keepa_minute"]
     sim.clock(advance_ms=15 * KEEPA_MINUTE_MS)
@@ -103,7 +95,7 @@ def test_new_deals_reach_sqlite_within_two_upserter_intervals_while_the_backfill
         stored = stored_deals(database)
         return all(stored.get(asin, 0) >= t for asin, t in new.items())
 
-    poll(all_new_stored, 2 * upsert_interval + 1, f"{len(new)} new deals in SQLite")
+    wait_until(all_new_stored, 2 * upsert_interval + 1, f"{len(new)} new deals in SQLite")
     assert time.monotonic() - appeared_at <= 2 * upsert_interval + 1
 
 
@@ -115,13 +107,13 @@ def test_worker_killed_mid_batch_resumes_with_at_most_one_batch_fetched_twice(
     env = pipeline_env(sim, UPSERT_INTERVAL_S=3600, BACKFILL_INTERVAL_S=4)
     worker, _ = start_pipeline(start_celery, env, redis_server.url)
     database = tmp_path / "deals.db"
-    poll(lambda: (state(database, CURSOR_STATE) or {}).get("index", 0) >= 40, 60,
-         "a few committed batches")
+    wait_until(lambda: (state(database, CURSOR_STATE) or {}).get("index", 0) >= 40, 60,
+               "a few committed batches")
     worker.kill()
     assert sweeps_done(database) == 0
     start_celery("worker", env)
-    poll(lambda: sweeps_done(database) >= 1, 60, "the sweep to finish after the restart",
-         interval=0.05)
+    wait_until(lambda: sweeps_done(database) >= 1, 60, "the sweep to finish after the restart",
+               interval=0.05)
     batches = product_batches(sim)  # read at once: the next sweep starts one interval later
 
     truth = truth_deals(sim, LOOSE_QUERY)
@@ -142,16 +134,16 @@ def test_faults_429_window_and_rate_change_still_give_the_exact_end_state(
     env = pipeline_env(sim)
     worker, beat = start_pipeline(start_celery, env, redis_server.url)
     database = tmp_path / "deals.db"
-    poll(lambda: len(stored_deals(database)) > 0, 60, "the first rows")
+    wait_until(lambda: len(stored_deals(database)) > 0, 60, "the first rows")
 
     sim.config({"faults": {"forced_429": {"windows": [{"from_s": 0, "to_s": 60}]}}})
-    poll(lambda: any(e["status"] == 429 for e in sim.requests_log()), 20, "429 answers")
+    wait_until(lambda: any(e["status"] == 429 for e in sim.requests_log()), 20, "429 answers")
     sim.tokens(refill_rate=25)
     sim.clock(advance_ms=MINUTE_MS * 2)  # the 429 window (one tick) is over, same Keepa minute
     sim.tokens(tokens=50_000)  # the rate cut clipped the balance to the new ceiling
     changed_at = max(e["id"] for e in sim.requests_log())
     sweep = sweeps_done(database)
-    poll(lambda: sweeps_done(database) >= sweep + 2, 60, "a full sweep after the faults")
+    wait_until(lambda: sweeps_done(database) >= sweep + 2, 60, "a full sweep after the faults")
 
     assert stored_deals(database) == truth_deals(sim, LOOSE_QUERY)
     assert any(sim.state()["faults_fired"].values()), "faults were injected"
@@ -173,18 +165,18 @@ def test_redis_restart_mid_run_gives_the_exact_end_state_without_a_crash_loop(
     env = pipeline_env(sim)
     worker, beat = start_pipeline(start_celery, env, redis_server.url)
     database = tmp_path / "deals.db"
-    poll(lambda: (state(database, CURSOR_STATE) or {}).get("index", 0) >= 20, 60,
-         "the backfill mid-sweep")
+    wait_until(lambda: (state(database, CURSOR_STATE) or {}).get("index", 0) >= 20, 60,
+               "the backfill mid-sweep")
 
     restarted_at = time.time()
     redis_server.restart(keep_data=False)
-    poll(lambda: sweeps_done(database) >= 1, 90, "the sweep to finish after the restart")
+    wait_until(lambda: sweeps_done(database) >= 1, 90, "the sweep to finish after the restart")
     assert stored_deals(database) == truth_deals(sim, LOOSE_QUERY)
-    poll(lambda: any(r["outcome"] == "ok" and r["started_at"] > restarted_at
-                     for r in runs(database, "update_recent_deals")), 30,
-         "an upserter run succeeding after the restart")
+    wait_until(lambda: any(r["outcome"] == "ok" and r["started_at"] > restarted_at
+                           for r in runs(database, "update_recent_deals")), 30,
+               "an upserter run succeeding after the restart")
     assert worker.alive() and beat.alive(), "no crash (loop) after the Redis restart"
-    poll(lambda: read_beat(redis_client), 30, "the beat heartbeat back in the new Redis")
+    wait_until(lambda: read_beat(redis_client), 30, "the beat heartbeat back in the new Redis")
     assert worker.log().count("Traceback") <= 2
 
 
@@ -193,7 +185,7 @@ def test_a_second_beat_refuses_to_start_naming_the_holder(
     env = pipeline_env(sim)
     schedule_file = tmp_path / "beat-schedule"
     first = start_celery("beat", env, "--schedule", str(schedule_file))
-    poll(lambda: read_beat(redis_client), 30, "the first beat's heartbeat")
+    wait_until(lambda: read_beat(redis_client), 30, "the first beat's heartbeat")
     second = start_celery("beat", env, "--schedule", str(schedule_file))
     code = second.process.wait(timeout=30)
     assert code != 0

@@ -12,9 +12,10 @@ import threading
 
 import pytest
 from pipeline_helpers import (
+    KEEPA_MINUTE_MS,
     LOOSE_QUERY,
     deal_requests,
-    poll,
+    frozen_sim,
     product_batches,
     runs,
     sim_config,
@@ -22,6 +23,7 @@ from pipeline_helpers import (
     stored_deals,
     truth_deals,
 )
+from support import wait_until
 
 from keepa_deals.backfiller import CURSOR_STATE, run_backfill
 from keepa_deals.constants import BACKFILL_LOCK, UPSERT_LOCK
@@ -32,15 +34,12 @@ from keepa_sim import DEFAULT_API_KEY
 
 pytestmark = pytest.mark.timeout(90)
 
-FROZEN = {"mode": "frozen"}
-KEEPA_MINUTE_MS = 60_000
-
 
 def test_backfill_resumes_mid_page_and_enriches_each_deal_once(sim_factory, services_for):
     # Slow /product answers and a 1 s slice: a run processes a few batches of 10, never a page.
-    sim = sim_factory(**sim_config(clock=FROZEN, default_refill_rate=10,
-                                   keys={DEFAULT_API_KEY: {"initial_tokens": 5000}},
-                                   latency={"per_endpoint": {"product": 150}}))
+    sim = frozen_sim(sim_factory, default_refill_rate=10,
+                     keys={DEFAULT_API_KEY: {"initial_tokens": 5000}},
+                     latency={"per_endpoint": {"product": 150}})
     services, database = services_for(sim)
     first = None
     for _ in range(20):
@@ -108,10 +107,10 @@ def test_upserter_waits_for_tokens_and_keeps_its_watermark_when_the_slice_ends(
     thread = threading.Thread(target=lambda: result.update(r=run_upserter(services,
                                                                           slice_s=3)))
     thread.start()
-    status = poll(lambda: (read_task_statuses(redis_client).get("update_recent_deals", {})
-                           .get("state") == "waiting_tokens"
-                           and read_task_statuses(redis_client)["update_recent_deals"]),
-                  10, "status waiting_tokens")
+    status = wait_until(lambda: (read_task_statuses(redis_client).get("update_recent_deals", {})
+                                 .get("state") == "waiting_tokens"
+                                 and read_task_statuses(redis_client)["update_recent_deals"]),
+                        10, "status waiting_tokens")
     assert status["eta_s"] > 0
     thread.join(timeout=20)
     report = result["r"]
