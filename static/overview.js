@@ -116,8 +116,8 @@
     return node;
   }
 
-  function when(seconds) {  // an axis label relative to the status time
-    return Math.abs(now - seconds) < 60 ? "now" : formats.ago(seconds);
+  function when(seconds) {  // an axis label; the current hour's bucket ends after "now"
+    return seconds > now - 60 ? "now" : formats.ago(seconds);
   }
 
   /* series: [{name, points: [[x seconds, y], ...], bars: bool}] */
