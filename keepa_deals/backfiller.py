@@ -1,34 +1,37 @@
-"""Task keepa_deals.backfiller.backfill_deals: sweep the whole deal query and enrich every deal.
+"""Task keepa_deals.backfiller.backfill_deals: find what changed across the whole query, then
+spend /product tokens by priority.
 
-A sweep pages the query (keepa_query.json) from page 0 to its last page and enriches every deal
-with /product data in batches sized to the token budget. Progress is a cursor
-(sweep id, page, index within the page) in pipeline_state, committed in the same transaction as
-the rows of each batch (FAILURES D1/D6): a crash or a slice end loses at most one batch, and a
-page too big for one slice still advances. A run is a bounded slice (TASK_SLICE_S); when a sweep
-finishes the run ends and the cursor points at the next sweep, so a small query is swept at
-most once per backfill interval.
+A sweep reads the query's pages (keepa_query.json) from page 0 to the last page. Reading pages
+is the cheap way to learn what changed (5 tokens for 150 deals): each page's deal fields
+(price, average, delta, rank, lastUpdate, title, image) are written at once, newer-wins, in one
+transaction with the cursor, so the table is current after one sweep even while enrichment
+waits, and a crash or a slice end loses at most one page. The expensive part, /product, goes
+only to the enrichment queue (enrichment.py: never enriched → lastUpdate moved → enrichment
+older than ENRICH_MAX_AGE_H); an unchanged deal enriched within that age costs nothing.
 
-Pages are fetched ahead, as many as the run can afford to enrich before its deadline, so that a
-sweep reads one consistent snapshot (Keepa caches a query's result set for 120 s) when tokens
-allow. A deal already enriched in this sweep with the same lastUpdate is not fetched again
-(ASIN dedupe across pages and across resumed runs). Tokens are waited for at
-PRIORITY_BACKFILL; running out of them ends the slice cleanly ("partial").
+Order: while both have work, pages get at least SCAN_TOKEN_SHARE of the run's tokens (the
+changed-deal lag is one sweep) and enrichment batches (one refill tick of ASINs each) the rest.
+After the sweep's last page the run works on the queue until it is empty or the slice ends, so
+a sweep starts at most once per backfill interval and a small query is not re-read in a loop.
+Tokens are waited for at PRIORITY_BACKFILL; the slice ending while waiting ends the run cleanly
+("partial") and the next run resumes at the cursor.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
+from keepa_deals import enrichment
 from keepa_deals.constants import (
     BACKFILL_LOCK,
-    DEAL_PAGE_COST,
     DEAL_PAGE_SIZE,
     MAX_DEALS_PER_QUERY,
     PRIORITY_BACKFILL,
+    SCAN_TOKEN_SHARE,
     TASK_BACKFILL,
 )
-from keepa_deals.deals import DealRecord, ParsedPage
+from keepa_deals.deals import ParsedPage
 from keepa_deals.task_runtime import TaskRun, TaskSpec, celery_task, local_runner
 
 CURSOR_STATE = "backfill_cursor"
@@ -38,13 +41,14 @@ LAST_PAGE_INDEX = -(-MAX_DEALS_PER_QUERY // DEAL_PAGE_SIZE) - 1  # Keepa returns
 
 @dataclass(frozen=True)
 class Cursor:
-    """Where the backfill stands: the next deal to process is page `page`, position `index`."""
+    """The sweep in progress (its next page) and what the last complete sweep saw."""
 
     sweep_id: int = 1
     page: int = 0
-    index: int = 0
     sweep_started_at: int = 0
     last_sweep_finished_at: int | None = None
+    last_sweep_started_at: int | None = None
+    last_sweep_pages: int | None = None
 
     @classmethod
     def from_state(cls, value: dict | None, *, now: int) -> Cursor:
@@ -56,32 +60,33 @@ class Cursor:
     def to_state(self) -> dict:
         return asdict(self)
 
-    def after(self, processed: int, page: ParsedPage, *, now: int) -> Cursor:
-        """The cursor once `processed` more records of `page` (the cursor's page) are done."""
-        index = self.index + processed
-        if index < len(page.records):
-            return Cursor(self.sweep_id, self.page, index, self.sweep_started_at,
-                          self.last_sweep_finished_at)
+    def after(self, page: ParsedPage, *, now: int) -> Cursor:
+        """The cursor once `page` (the cursor's page) is written."""
         if page.is_last_page or self.page >= LAST_PAGE_INDEX:
-            return Cursor(self.sweep_id + 1, 0, 0, now, now)
-        return Cursor(self.sweep_id, self.page + 1, 0, self.sweep_started_at,
-                      self.last_sweep_finished_at)
+            return Cursor(self.sweep_id + 1, 0, now, now, self.sweep_started_at, self.page + 1)
+        return replace(self, page=self.page + 1)
+
+    @property
+    def listed_since(self) -> int:
+        """Deals seen at or after this are still in the query: the start of the last complete
+        sweep (0, every deal, before the first one ends)."""
+        return self.last_sweep_started_at or 0
 
 
 def backfill_slice(run: TaskRun) -> bool:
-    """Process batches until the slice ends (False) or the current sweep finishes (True)."""
+    """Sweep and enrich until the slice ends (False) or the sweep is done and nothing waits
+    for enrichment (True)."""
     cursor = Cursor.from_state(run.load_state(CURSOR_STATE), now=int(time.time()))
-    pages = _PageWindow(run)
     sweep = cursor.sweep_id
     while not run.past_deadline():
-        page = pages.get(cursor.page)
-        pending = page.records[cursor.index:cursor.index + run.batch_size()]
-        rows = run.enrich(_not_yet_swept(run, pending, cursor.sweep_started_at))
-        cursor = cursor.after(len(pending), page, now=int(time.time()))
-        run.commit(rows, CURSOR_STATE, cursor.to_state())
-        run.progress(f"sweep {cursor.sweep_id}, page {cursor.page}, deal {cursor.index}")
-        if cursor.sweep_id != sweep:
-            run.count("sweeps_finished")
+        sweeping = cursor.sweep_id == sweep
+        batch = [] if sweeping and _pages_turn(run) else enrichment.next_batch(
+            run, run.batch_size(), seen_since=cursor.listed_since)
+        if batch:
+            enrichment.enrich_batch(run, batch)
+        elif sweeping:
+            cursor = _scan_page(run, cursor)
+        else:
             return True
     return False
 
@@ -90,54 +95,21 @@ run_backfill = local_runner(SPEC, backfill_slice)
 backfill_deals = celery_task("keepa_deals.backfiller.backfill_deals", SPEC, backfill_slice)
 
 
-def _not_yet_swept(run: TaskRun, records: list[DealRecord],
-                   sweep_started_at: int) -> list[DealRecord]:
-    """Drop records this sweep already enriched with the same lastUpdate (ASIN dedupe)."""
-    stored = run.stored_versions(r.asin for r in records)
-    fresh = []
-    for record in records:
-        last_update, enriched_at = stored.get(record.asin, (None, None))
-        if (last_update == record.last_update_at and enriched_at is not None
-                and enriched_at > sweep_started_at):
-            run.count("duplicates_skipped")
-            continue
-        fresh.append(record)
-    return fresh
+def _pages_turn(run: TaskRun) -> bool:
+    """True while pages have had less than SCAN_TOKEN_SHARE of this run's tokens."""
+    pages = run.detail.get("tokens_pages", 0)
+    enriching = sum(run.detail.get(f"tokens_{reason}", 0) for reason in enrichment.REASONS)
+    return pages * (1 - SCAN_TOKEN_SHARE) <= enriching * SCAN_TOKEN_SHARE
 
 
-class _PageWindow:
-    """The pages of the current sweep fetched so far in this run, filled ahead of the cursor.
-
-    When page p is needed and missing, pages p, p+1, ... are fetched back to back (one
-    consistent snapshot of the query while Keepa's 120 s cache holds), as many as the run can
-    still afford to enrich before its deadline, stopping at the last page.
-    """
-
-    def __init__(self, run: TaskRun):
-        self._run = run
-        self._pages: dict[int, ParsedPage] = {}
-
-    def get(self, number: int) -> ParsedPage:
-        if number not in self._pages:
-            self._fill_from(number)
-        return self._pages[number]
-
-    def _fill_from(self, first: int) -> None:
-        number = first
-        while True:
-            page, _ = self._run.fetch_deal_page(self._run.selection, number)
-            self._pages[number] = page
-            if (page.is_last_page or number >= LAST_PAGE_INDEX
-                    or number - first + 1 >= self._affordable_pages()):
-                return
-            number += 1
-
-    def _affordable_pages(self) -> int:
-        """Pages whose deals the run can pay to enrich before its deadline (at least 1)."""
-        envelope = self._run.gate.last_envelope
-        if envelope is None:
-            return 1
-        period_s = self._run.services.settings.refill_period_ms / 1000
-        ticks = max(0.0, self._run.time_left()) / period_s
-        affordable = max(0, envelope.tokens_left) + envelope.refill_rate * ticks
-        return max(1, int(affordable // (DEAL_PAGE_SIZE + DEAL_PAGE_COST)))
+def _scan_page(run: TaskRun, cursor: Cursor) -> Cursor:
+    """Read the cursor's page and commit its deals with the next cursor."""
+    run.progress(f"sweep {cursor.sweep_id}, reading page {cursor.page}")
+    page, server_now = run.fetch_deal_page(run.selection, cursor.page)
+    following = cursor.after(page, now=int(time.time()))
+    run.commit(page.records, CURSOR_STATE, following.to_state(), server_now=server_now)
+    if following.sweep_id != cursor.sweep_id:
+        run.count("sweeps_finished")
+        run.progress(f"sweep {cursor.sweep_id} done ({following.last_sweep_pages} pages); "
+                     "enriching")
+    return following

@@ -47,6 +47,7 @@ class Settings:
     task_slice_s: float
     lock_ttl_s: float
     janitor_max_age_h: float
+    enrich_max_age_h: float
     dashboard_host: str
     dashboard_port: int
     dashboard_password: str | None
@@ -122,6 +123,7 @@ def load_settings(
         task_slice_s=reader.number("TASK_SLICE_S", 240, low=1),
         lock_ttl_s=reader.number("LOCK_TTL_S", 30, low=0.5, high=600),
         janitor_max_age_h=reader.number("JANITOR_MAX_AGE_H", 72, low=1),
+        enrich_max_age_h=reader.number("ENRICH_MAX_AGE_H", 24, low=0.0001),
         dashboard_host=reader.text("DASHBOARD_HOST") or "127.0.0.1",
         dashboard_port=reader.integer("DASHBOARD_PORT", 5000, low=1, high=65535),
         dashboard_password=reader.text("DASHBOARD_PASSWORD"),

@@ -27,6 +27,15 @@ PIPELINE_TASKS = (TASK_BACKFILL, TASK_UPSERT)
 PRIORITY_UPSERTER = 0
 PRIORITY_BACKFILL = 1
 
+# --- How the backfiller shares its tokens while deals wait for /product data: at least this
+# share goes to reading the query's pages (change detection: the changed-deal lag is one scan),
+# the rest to enrichment (new -> changed -> stale). bench/bench_keepa_day.py measures the split.
+SCAN_TOKEN_SHARE = 0.75
+
+# --- Keepa plan sizes (tokens per minute) used to say what the next plan would give; Keepa's
+# price list (keepa.com, API → plans) is the authority and may change.
+KEEPA_PLAN_RATES = (20, 60, 250, 500, 1000, 2000, 4000)
+
 # --- Keepa protocol facts (documented, not reported per response).
 DEAL_PAGE_SIZE = 150
 DEAL_PAGE_COST = 5  # an estimate for the reservation; reconciled with tokensConsumed

@@ -60,11 +60,14 @@ class TransactionRequired(RuntimeError):
 @dataclass(frozen=True)
 class UpsertResult:
     """Per record: inserted (a new ASIN), updated (the stored data changed), unchanged (only
-    the sighting, last_seen_at, was recorded)."""
+    the sighting, last_seen_at, was recorded). `new_asins` are the inserted ASINs and
+    `moved_asins` the stored ones whose lastUpdate moved forward (freshness samples)."""
 
     inserted: int
     updated: int
     unchanged: int
+    new_asins: frozenset[str] = frozenset()
+    moved_asins: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -291,6 +294,7 @@ def upsert_deals(conn: sqlite3.Connection, records: Sequence[DealRecord], *, sou
     stored = _stored_rows(conn, [record.asin for record in records])
     merged = dict(stored)
     inserted = updated = 0
+    moved: set[str] = set()
     for record in records:
         row = (*_fields_before_categories(record), _categories_json(record.categories),
                *_fields_after_categories(record), seen_at, seen_at, source)
@@ -301,8 +305,11 @@ def upsert_deals(conn: sqlite3.Connection, records: Sequence[DealRecord], *, sou
             continue
         merged[record.asin] = _merge(previous, row)
         updated += _data_differs(previous, merged[record.asin])
+        if record.asin in stored and row[_LAST_UPDATE_AT] > stored[record.asin][_LAST_UPDATE_AT]:
+            moved.add(record.asin)
     _write_merged(conn, stored, merged)
-    return UpsertResult(inserted, updated, len(records) - inserted - updated)
+    return UpsertResult(inserted, updated, len(records) - inserted - updated,
+                        frozenset(merged) - frozenset(stored), frozenset(moved))
 
 
 def _merge(stored: tuple, sighting: tuple) -> tuple:
@@ -367,6 +374,111 @@ def deal_versions(conn: sqlite3.Connection, asins: Iterable[str]
     """{asin: (last_update_at, enriched_at)} for those of `asins` already stored."""
     return {asin: (last_update, enriched) for asin, last_update, enriched
             in _select_by_asin(conn, "asin, last_update_at, enriched_at", asins)}
+
+
+# --------------------------------------------------------------------------- enrichment
+
+# Columns that /product data fill (deals.enrich); an enrichment write touches only these, so it
+# never overwrites the deal prices a newer page wrote meanwhile.
+ENRICHED_COLUMNS = ("title", "brand", "category_name", "root_category", "categories",
+                    "image_url", "list_price_cents", "rating", "review_count", "enriched_at")
+_ENRICHMENT_TIERS = (
+    # (reason, condition, order), most urgent first; indexes of migration 0004 serve each.
+    ("new", "enriched_at IS NULL", "deal_created_at DESC"),
+    ("changed", "enriched_update_at < last_update_at", "enriched_at"),
+    ("refresh", "enriched_at < :stale_before", "enriched_at"),
+)
+
+
+@dataclass(frozen=True)
+class QueuedDeal:
+    """A deal waiting for /product data: why (new | changed | refresh) and the lastUpdate the
+    enrichment will be fetched for."""
+
+    asin: str
+    reason: str
+    last_update_at: int
+
+
+def enrichment_queue(conn: sqlite3.Connection, limit: int, *, stale_before: int,
+                     seen_since: int) -> list[QueuedDeal]:
+    """Up to `limit` deals to enrich, most urgent first: never enriched (newest deal first),
+    lastUpdate moved since the enrichment (oldest enrichment first), enrichment older than
+    `stale_before` (oldest first). Only deals seen at or after `seen_since` (still listed by
+    Keepa) qualify; an unchanged deal enriched at or after `stale_before` never does."""
+    queued: dict[str, QueuedDeal] = {}
+    for reason, condition, order in _ENRICHMENT_TIERS:
+        wanted = limit - len(queued)
+        if wanted <= 0:
+            break
+        rows = conn.execute(
+            f"SELECT asin, last_update_at FROM deals WHERE {condition} "
+            f"AND last_seen_at >= :seen_since ORDER BY {order} LIMIT :limit",
+            {"stale_before": stale_before, "seen_since": seen_since,
+             "limit": wanted + len(queued)})
+        for asin, last_update in rows:
+            if asin not in queued and len(queued) < limit:
+                queued[asin] = QueuedDeal(asin, reason, last_update)
+    return list(queued.values())
+
+
+def deal_records(conn: sqlite3.Connection, asins: Iterable[str]) -> dict[str, DealRecord]:
+    """{asin: the stored row as a DealRecord} for those of `asins` that are stored."""
+    records = {}
+    for row in _select_by_asin(conn, ", ".join(DEAL_FIELDS), asins):
+        values = dict(row)
+        values["categories"] = tuple(json.loads(values["categories"] or "[]"))
+        records[row["asin"]] = DealRecord(**values)
+    return records
+
+
+def record_enrichment(conn: sqlite3.Connection, records: Sequence[DealRecord], *,
+                      enriched_for: dict[str, int]) -> None:
+    """Write the product columns and enriched_at of enriched `records` inside the caller's
+    transaction, with enriched_update_at = enriched_for[asin] (the lastUpdate the /product call
+    was made for). Deal prices and lastUpdate are left as they are."""
+    _require_transaction(conn, "record_enrichment")
+    assignments = ", ".join(f"{name} = ?" for name in ENRICHED_COLUMNS)
+    conn.executemany(
+        f"UPDATE deals SET {assignments}, enriched_update_at = ? WHERE asin = ?",
+        [(*(_column_value(record, name) for name in ENRICHED_COLUMNS),
+          enriched_for[record.asin], record.asin) for record in records])
+
+
+def _column_value(record: DealRecord, name: str):
+    value = getattr(record, name)
+    return _categories_json(value) if name == "categories" else value
+
+
+def enrichment_coverage(conn: sqlite3.Connection, *, enriched_since: int) -> tuple[int, int]:
+    """(deals enriched at or after `enriched_since`, all deals)."""
+    row = conn.execute("SELECT COUNT(*) FILTER (WHERE enriched_at >= ?), COUNT(*) FROM deals",
+                       (enriched_since,)).fetchone()
+    return row[0], row[1]
+
+
+# --------------------------------------------------------------------------- freshness
+
+def add_freshness_samples(conn: sqlite3.Connection, samples: Iterable[tuple[str, int]], *,
+                          recorded_at: int) -> None:
+    """Record (kind, lag_s) samples, kind "new" or "changed", inside the caller's transaction."""
+    _require_transaction(conn, "add_freshness_samples")
+    conn.executemany("INSERT INTO freshness_samples (recorded_at, kind, lag_s) VALUES (?, ?, ?)",
+                     [(recorded_at, kind, lag) for kind, lag in samples])
+
+
+def freshness_lags(conn: sqlite3.Connection, kind: str, *, since: int) -> list[int]:
+    """The lags (seconds) of `kind` samples recorded at or after `since`, smallest first."""
+    return [lag for (lag,) in conn.execute(
+        "SELECT lag_s FROM freshness_samples WHERE kind = ? AND recorded_at >= ? ORDER BY lag_s",
+        (kind, since))]
+
+
+def prune_freshness_samples(conn: sqlite3.Connection, *, recorded_before: int) -> int:
+    """Delete samples recorded before `recorded_before` (caller's transaction); how many."""
+    _require_transaction(conn, "prune_freshness_samples")
+    return conn.execute("DELETE FROM freshness_samples WHERE recorded_at < ?",
+                        (recorded_before,)).rowcount
 
 
 def deal_count(conn: sqlite3.Connection) -> int:
@@ -456,6 +568,13 @@ def prune_runs(conn: sqlite3.Connection, *, ended_before: int, keep_per_task: in
         "  (PARTITION BY task ORDER BY ended_at DESC, id DESC) AS recency FROM runs"
         "  WHERE outcome = 'ok') WHERE recency = 1)",
         (keep_per_task, ended_before)).rowcount
+
+
+def run_details_since(conn: sqlite3.Connection, task: str, since: int) -> list[Any]:
+    """The decoded `detail` of the task's runs that ended at or after `since`."""
+    return [json.loads(detail) for (detail,) in conn.execute(
+        "SELECT detail FROM runs WHERE task = ? AND ended_at >= ? AND detail IS NOT NULL",
+        (task, since))]
 
 
 def last_successful_run(conn: sqlite3.Connection, task: str) -> Run | None:

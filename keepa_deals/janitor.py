@@ -22,6 +22,7 @@ from keepa_deals.constants import PIPELINE_TASKS
 
 RUNS_KEPT_S = 30 * 24 * 3600  # finished runs older than this are pruned ...
 RUNS_KEPT_PER_TASK = 1000  # ... except each task's newest ones
+FRESHNESS_KEPT_S = 2 * 24 * 3600  # freshness samples (the dashboard shows the last hour)
 
 
 @dataclass(frozen=True)
@@ -41,13 +42,15 @@ def remove_stale_deals(conn: sqlite3.Connection, *, max_age_s: int, now: int,
     """Delete deals unseen for `max_age_s` of working ingestion, in one transaction.
 
     Every call (refused or not) also prunes the runs table: finished runs that ended more than
-    RUNS_KEPT_S ago, beyond each task's newest RUNS_KEPT_PER_TASK and its last successful run.
+    RUNS_KEPT_S ago, beyond each task's newest RUNS_KEPT_PER_TASK and its last successful run;
+    and freshness samples older than FRESHNESS_KEPT_S.
     """
     if max_age_s <= 0:
         raise ValueError(f"max_age_s must be positive, got {max_age_s}")
     with db.transaction(conn):
         pruned = db.prune_runs(conn, ended_before=now - RUNS_KEPT_S,
                                keep_per_task=RUNS_KEPT_PER_TASK)
+        db.prune_freshness_samples(conn, recorded_before=now - FRESHNESS_KEPT_S)
     if not ingestion_healthy:
         return JanitorResult(0, None, "ingestion is not healthy: stale deals are kept until "
                                       "the pipeline makes progress again", pruned)

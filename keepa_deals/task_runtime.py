@@ -40,7 +40,7 @@ from celery import shared_task
 from keepa_deals import db, deals, heartbeats
 from keepa_deals.config import ConfigError, Settings, load_settings
 from keepa_deals.constants import MAX_ASINS_PER_PRODUCT_CALL
-from keepa_deals.deals import DealRecord, MalformedRecord, ParsedPage
+from keepa_deals.deals import DealRecord, ParsedPage
 from keepa_deals.envelope import TokenEnvelope
 from keepa_deals.keepa_api import (
     BadResponseError,
@@ -58,6 +58,7 @@ from keepa_deals.tokens import TokenBucket, TokenStarvedError, TokenWaitTimeout
 log = logging.getLogger(__name__)
 
 STATUS_INTERVAL_S = 2.0
+COLLECTING_SINCE_STATE = "collecting_since"  # server time (unix s) of the first committed rows
 _WAITING_AFTER_S = 0.5  # a reserve() blocked longer than this is shown as waiting_tokens
 
 
@@ -205,7 +206,9 @@ class TaskRun:
 
     def fetch_deal_page(self, selection: Mapping, page: int) -> tuple[ParsedPage, int]:
         """One /deal page parsed, and the server's clock (unix seconds) when it answered."""
+        spent_before = self.gate.tokens_spent
         response = self.client.deals(selection, page=page, deadline=self.deadline)
+        self.count("tokens_pages", self.gate.tokens_spent - spent_before)
         parsed = deals.parse_deal_page(response.payload, **self._parse_args)
         if parsed.malformed:
             self.count("malformed_deals", len(parsed.malformed))
@@ -222,37 +225,23 @@ class TaskRun:
         envelope = self.gate.last_envelope or self.client.token_status()
         return max(1, min(MAX_ASINS_PER_PRODUCT_CALL, envelope.refill_rate))
 
-    def enrich(self, records: Sequence[DealRecord]) -> list[DealRecord]:
-        """The records with /product data; a record Keepa cannot enrich is kept as it is.
+    def fetch_products(self, asins: Sequence[str]) -> tuple[dict[str, Mapping], int]:
+        """({asin: /product object}, tokens the server charged, retries included).
 
         An unusable answer for the whole batch (HTTP 200 with an error, a rejected request)
-        keeps the batch unenriched rather than blocking the pipeline on it; transport failures
-        and token problems propagate (the run ends and resumes from its checkpoint).
+        gives no products rather than blocking the pipeline on it; transport failures and
+        token problems propagate (the run ends and resumes from its checkpoint).
         """
-        if not records:
-            return []
-        asins = [r.asin for r in records]
+        spent_before = self.gate.tokens_spent
         try:
             response = self.client.products(asins, deadline=self.deadline)
         except (BadResponseError, RequestRejectedError) as exc:
             log.warning("%s: /product for %d ASINs unusable, writing them unenriched: %s",
                         self.spec.task, len(asins), exc)
-            self.count("unenriched", len(records))
-            return list(records)
+            return {}, self.gate.tokens_spent - spent_before
         products = {p.get("asin"): p for p in response.payload["products"]
                     if isinstance(p, Mapping)}
-        enriched = []
-        for record in records:
-            product = products.get(record.asin)
-            try:
-                enriched.append(record if product is None else deals.enrich(record, product))
-            except MalformedRecord as exc:
-                log.warning("%s: product %s malformed, kept unenriched: %s", self.spec.task,
-                            record.asin, exc)
-                enriched.append(record)
-            if enriched[-1].enriched_at is None:
-                self.count("unenriched")
-        return enriched
+        return products, self.gate.tokens_spent - spent_before
 
     # --- SQLite steps ---------------------------------------------------------------------
 
@@ -264,15 +253,55 @@ class TaskRun:
         """A pipeline_state value (decoded JSON), None when never written."""
         return db.get_state(self.conn, name)
 
-    def commit(self, rows: Sequence[DealRecord], state_name: str, state_value) -> None:
-        """Write rows and the task's progress state in one transaction (after a lease check)."""
+    def commit(self, rows: Sequence[DealRecord], state_name: str, state_value, *,
+               server_now: int) -> db.UpsertResult | None:
+        """Write rows, their freshness samples and the task's progress state in one transaction
+        (after a lease check). `server_now` is Keepa's clock when the rows were read."""
         self.checkpoint()
         with db.transaction(self.conn):
-            result = db.upsert_deals(self.conn, rows, source=self.spec.task) if rows else None
+            result = None
+            if rows:
+                result = db.upsert_deals(self.conn, rows, source=self.spec.task)
+                db.add_freshness_samples(self.conn, self._lag_samples(rows, result, server_now),
+                                         recorded_at=int(time.time()))
             db.set_state(self.conn, state_name, state_value)
         self.deals_written += len(rows)
         if result is not None:
             self.count("inserted", result.inserted)
+            self.count("changed", len(result.moved_asins))
+        return result
+
+    def commit_enrichment(self, records: Sequence[DealRecord], enriched_for: dict[str, int]
+                          ) -> None:
+        """Write /product data of stored deals (db.record_enrichment), after a lease check."""
+        self.checkpoint()
+        with db.transaction(self.conn):
+            db.record_enrichment(self.conn, records, enriched_for=enriched_for)
+        self.deals_written += len(records)
+
+    def _lag_samples(self, rows: Sequence[DealRecord], result: db.UpsertResult,
+                     server_now: int) -> list[tuple[str, int]]:
+        """("new" | "changed", lag_s) per written deal, lags in server time.
+
+        A deal inserted with a creationDate since the collector started (COLLECTING_SINCE_STATE,
+        server time) is new: its lag counts from creationDate. Any other inserted deal (the
+        first scan, a deal back in the query) and a stored deal whose lastUpdate moved count
+        as changed, from their lastUpdate.
+        """
+        collecting_since = db.get_state(self.conn, COLLECTING_SINCE_STATE)
+        if collecting_since is None:
+            collecting_since = server_now
+            db.set_state(self.conn, COLLECTING_SINCE_STATE, server_now)
+        latest = {record.asin: record for record in rows}
+        samples = []
+        for asin in result.new_asins | result.moved_asins:
+            record = latest[asin]
+            created = record.deal_created_at
+            if asin in result.new_asins and created is not None and created >= collecting_since:
+                samples.append(("new", max(0, server_now - created)))
+            else:
+                samples.append(("changed", max(0, server_now - record.last_update_at)))
+        return samples
 
 
 # --------------------------------------------------------------------------- live status

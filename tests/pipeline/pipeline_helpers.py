@@ -86,6 +86,37 @@ def stored_deals(database: Path) -> dict[str, int]:
     return dict(rows)
 
 
+def enrichment_lag(database: Path) -> dict[str, int]:
+    """{asin: last_update_at} of the deals whose /product data predate their lastUpdate."""
+    return dict(_query(database, "SELECT asin, last_update_at FROM deals WHERE enriched_at IS "
+                                 "NULL OR enriched_update_at < last_update_at"))
+
+
+def enriched_count(database: Path) -> int:
+    """How many deals have /product data."""
+    rows = _query(database, "SELECT COUNT(*) FROM deals WHERE enriched_at IS NOT NULL")
+    return rows[0][0] if rows else 0
+
+
+def never_enriched(database: Path) -> set[str]:
+    """ASINs of the deals that never got /product data."""
+    rows = _query(database, "SELECT asin FROM deals WHERE enriched_at IS NULL")
+    return {asin for (asin,) in rows}
+
+
+def stalest_enrichment(database: Path) -> int:
+    """The oldest enriched_at of the deals table (unix seconds)."""
+    return _query(database, "SELECT MIN(enriched_at) FROM deals")[0][0]
+
+
+def deal_prices(database: Path, asins) -> dict[str, int | None]:
+    """{asin: current_cents} of the given ASINs."""
+    asins = list(asins)
+    marks = ", ".join("?" * len(asins))
+    return dict(_query(database, f"SELECT asin, current_cents FROM deals WHERE asin IN ({marks})",
+                       asins))
+
+
 def state(database: Path, name: str):
     rows = _query(database, "SELECT value FROM pipeline_state WHERE name = ?", (name,))
     return json.loads(rows[0][0]) if rows else None
@@ -102,6 +133,13 @@ def runs(database: Path, task: str) -> list[dict]:
 def truth_deals(sim, selection: dict) -> dict[str, int]:
     """{asin: lastUpdate in unix seconds}: the simulator's ground truth for `selection` now."""
     return {item["asin"]: keepa_minute_to_unix(item["lastUpdate"])
+            for item in sim.truth(selection)["deals"]}
+
+
+def truth_versions(sim, selection: dict) -> dict[str, tuple[int, int]]:
+    """{asin: (creationDate, lastUpdate) in unix seconds}: the simulator's deals now."""
+    return {item["asin"]: (keepa_minute_to_unix(item["creationDate"]),
+                           keepa_minute_to_unix(item["lastUpdate"]))
             for item in sim.truth(selection)["deals"]}
 
 

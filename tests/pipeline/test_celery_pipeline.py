@@ -21,6 +21,8 @@ from pipeline_helpers import (
     LOOSE_QUERY,
     MINUTE_MS,
     PROJECT_ROOT,
+    enriched_count,
+    enrichment_lag,
     frozen_sim,
     product_batches,
     runs,
@@ -58,6 +60,8 @@ def test_first_sweep_from_an_empty_database_equals_the_ground_truth(
     worker, beat = start_pipeline(start_celery, env, redis_server.url)
     database = tmp_path / "deals.db"
     wait_until(lambda: sweeps_done(database) >= 1, 60, "the first full sweep")
+    wait_until(lambda: any(r["outcome"] == "ok" for r in runs(database, "backfill_deals")), 60,
+               "the backfill run that finished the sweep to enrich and end")
 
     truth = truth_deals(sim, LOOSE_QUERY)
     assert len(truth) > 150, "the query spans several pages"
@@ -107,14 +111,13 @@ def test_worker_killed_mid_batch_resumes_with_at_most_one_batch_fetched_twice(
     env = pipeline_env(sim, UPSERT_INTERVAL_S=3600, BACKFILL_INTERVAL_S=4)
     worker, _ = start_pipeline(start_celery, env, redis_server.url)
     database = tmp_path / "deals.db"
-    wait_until(lambda: (state(database, CURSOR_STATE) or {}).get("index", 0) >= 40, 60,
-               "a few committed batches")
+    wait_until(lambda: enriched_count(database) >= 40, 60, "a few committed batches")
     worker.kill()
-    assert sweeps_done(database) == 0
+    assert enrichment_lag(database), "killed before the enrichment was done"
     start_celery("worker", env)
-    wait_until(lambda: sweeps_done(database) >= 1, 60, "the sweep to finish after the restart",
-               interval=0.05)
-    batches = product_batches(sim)  # read at once: the next sweep starts one interval later
+    wait_until(lambda: sweeps_done(database) >= 1 and not enrichment_lag(database), 60,
+               "the sweep and its enrichment to finish after the restart", interval=0.05)
+    batches = product_batches(sim)
 
     truth = truth_deals(sim, LOOSE_QUERY)
     assert stored_deals(database) == truth
@@ -134,7 +137,7 @@ def test_faults_429_window_and_rate_change_still_give_the_exact_end_state(
     env = pipeline_env(sim)
     worker, beat = start_pipeline(start_celery, env, redis_server.url)
     database = tmp_path / "deals.db"
-    wait_until(lambda: len(stored_deals(database)) > 0, 60, "the first rows")
+    wait_until(lambda: enriched_count(database) > 0, 60, "the first enriched rows")
 
     sim.config({"faults": {"forced_429": {"windows": [{"from_s": 0, "to_s": 60}]}}})
     wait_until(lambda: any(e["status"] == 429 for e in sim.requests_log()), 20, "429 answers")
@@ -165,12 +168,12 @@ def test_redis_restart_mid_run_gives_the_exact_end_state_without_a_crash_loop(
     env = pipeline_env(sim)
     worker, beat = start_pipeline(start_celery, env, redis_server.url)
     database = tmp_path / "deals.db"
-    wait_until(lambda: (state(database, CURSOR_STATE) or {}).get("index", 0) >= 20, 60,
-               "the backfill mid-sweep")
+    wait_until(lambda: enriched_count(database) >= 20, 60, "the backfill mid-enrichment")
 
     restarted_at = time.time()
     redis_server.restart(keep_data=False)
-    wait_until(lambda: sweeps_done(database) >= 1, 90, "the sweep to finish after the restart")
+    wait_until(lambda: sweeps_done(database) >= 1 and not enrichment_lag(database), 90,
+               "the sweep and its enrichment to finish after the restart")
     assert stored_deals(database) == truth_deals(sim, LOOSE_QUERY)
     wait_until(lambda: any(r["outcome"] == "ok" and r["started_at"] > restarted_at
                            for r in runs(database, "update_recent_deals")), 30,

@@ -9,19 +9,25 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import pytest
 from pipeline_helpers import (
     KEEPA_MINUTE_MS,
     LOOSE_QUERY,
+    deal_prices,
     deal_requests,
+    enrichment_lag,
     frozen_sim,
+    never_enriched,
     product_batches,
     runs,
     sim_config,
+    stalest_enrichment,
     state,
     stored_deals,
     truth_deals,
+    truth_versions,
 )
 from support import wait_until
 
@@ -35,24 +41,24 @@ from keepa_sim import DEFAULT_API_KEY
 pytestmark = pytest.mark.timeout(90)
 
 
-def test_backfill_resumes_mid_page_and_enriches_each_deal_once(sim_factory, services_for):
-    # Slow /product answers and a 1 s slice: a run processes a few batches of 10, never a page.
+def test_backfill_resumes_at_its_page_and_enriches_each_deal_once(sim_factory, services_for):
+    # Slow pages and a 1 s slice: a run reads a page or two (and a batch of 10 between them).
     sim = frozen_sim(sim_factory, default_refill_rate=10,
                      keys={DEFAULT_API_KEY: {"initial_tokens": 5000}},
-                     latency={"per_endpoint": {"product": 150}})
+                     latency={"per_endpoint": {"deal": 600, "product": 150}})
     services, database = services_for(sim)
-    first = None
-    for _ in range(20):
-        first = run_backfill(services, slice_s=1.0)
-        cursor = state(database, CURSOR_STATE)
-        if cursor and (cursor["index"] or cursor["page"]):
-            break
+    first = run_backfill(services, slice_s=1.0)
+    cursor = state(database, CURSOR_STATE)
     assert first.outcome == "partial"
-    assert cursor["sweep_id"] == 1 and cursor["page"] == 0
-    assert 0 < cursor["index"] < 150 and cursor["index"] % 10 == 0
-    assert len(stored_deals(database)) == cursor["index"]
+    assert cursor["sweep_id"] == 1 and 1 <= cursor["page"] < 3
+    assert len(stored_deals(database)) == 150 * cursor["page"], "pages commit with the cursor"
+    sim.config({"latency": {"per_endpoint": {"deal": 0, "product": 150}}})
 
-    final = run_backfill(services, slice_s=30)
+    final = None
+    for _ in range(30):
+        final = run_backfill(services, slice_s=30)
+        if final.outcome == "ok":
+            break
     assert final.outcome == "ok", final
     assert state(database, CURSOR_STATE)["sweep_id"] == 2
 
@@ -61,35 +67,113 @@ def test_backfill_resumes_mid_page_and_enriches_each_deal_once(sim_factory, serv
     fetched = [asin for batch in product_batches(sim) for asin in batch]
     assert sorted(fetched) == sorted(truth), "every deal enriched exactly once"
     assert all(len(batch) <= 10 for batch in product_batches(sim)), "batch = one refill tick"
+    assert set(enrichment_lag(database)) == set(), "every deal enriched for its lastUpdate"
+
+
+def test_a_sweep_fetches_products_only_for_deals_whose_last_update_moved(sim_factory,
+                                                                        services_for):
+    sim = frozen_sim(sim_factory, keys={DEFAULT_API_KEY: {"initial_tokens": 50_000}})
+    services, database = services_for(sim)
+    assert run_backfill(services, slice_s=60).outcome == "ok"
+    fetched_first = len(product_batches(sim))
+
+    assert run_backfill(services, slice_s=60).outcome == "ok"
+    assert len(product_batches(sim)) == fetched_first, "an unchanged sweep costs no /product"
+    assert state(database, CURSOR_STATE)["sweep_id"] == 3
+
+    before = stored_deals(database)
+    sim.clock(advance_ms=40 * KEEPA_MINUTE_MS)
+    assert run_backfill(services, slice_s=60).outcome == "ok"
+    truth = truth_deals(sim, LOOSE_QUERY)
+    assert stored_deals(database).items() >= truth.items(), "the sweep stored every change"
+    moved = {a for a, t in truth.items() if a not in before or before[a] != t}
+    assert moved, "40 minutes moved some deals"
+    refetched = [a for batch in product_batches(sim)[fetched_first:] for a in batch]
+    assert sorted(refetched) == sorted(moved), "exactly the new and changed deals refetched"
+
+
+def test_a_changed_price_is_in_the_table_before_its_enrichment(sim_factory, services_for):
+    sim = frozen_sim(sim_factory, keys={DEFAULT_API_KEY: {"initial_tokens": 50_000}})
+    services, database = services_for(sim)
+    assert run_backfill(services, slice_s=60).outcome == "ok"
+    before = stored_deals(database)
+    sim.clock(advance_ms=40 * KEEPA_MINUTE_MS)
+    moved = {a: t for a, t in truth_deals(sim, LOOSE_QUERY).items() if before.get(a, t) != t}
+    assert moved
+    sim.config({"latency": {"per_endpoint": {"product": 3000}}})  # enrichment is slow now
+
+    worker = threading.Thread(target=run_backfill, args=(services,), kwargs={"slice_s": 60})
+    worker.start()
+    try:
+        waiting = wait_until(lambda: {a for a in enrichment_lag(database)
+                                      if a in moved and stored_deals(database)[a] == moved[a]},
+                             20, "a changed deal stored with its new lastUpdate, not enriched")
+        prices = deal_prices(database, waiting)
+        assert all(price is not None for price in prices.values())
+    finally:
+        worker.join(timeout=60)
+    assert not enrichment_lag(database), "the same run then enriched them"
+
+
+def test_enrichment_older_than_enrich_max_age_is_refreshed(sim_factory, services_for):
+    sim = frozen_sim(sim_factory, keys={DEFAULT_API_KEY: {"initial_tokens": 50_000}})
+    services, database = services_for(sim, ENRICH_MAX_AGE_H="0.001")  # 3.6 s
+    assert run_backfill(services, slice_s=60).outcome == "ok"
+    enriched_once = len(product_batches(sim))
+    assert run_backfill(services, slice_s=60).outcome == "ok"
+    assert len(product_batches(sim)) == enriched_once, "still fresh: nothing refetched"
+    wait_until(lambda: stalest_enrichment(database) < time.time() - 5, 10, "enrichments age")
+    report = run_backfill(services, slice_s=60)
+    assert report.detail.get("enriched_refresh") == len(stored_deals(database))
+    assert report.detail.get("tokens_refresh", 0) >= len(stored_deals(database))
 
 
 def test_upserter_follows_new_deals_with_a_watermark_that_never_passes_server_time(
         sim_factory, services_for):
-    # The server clock runs 30 minutes behind the deal data: their lastUpdate is "in the future".
-    sim = sim_factory(**sim_config(clock={"mode": "frozen", "skew_ms": -30 * KEEPA_MINUTE_MS}))
+    # The server clock runs 3 hours behind the deal data: recent creationDates are "in the
+    # future" of the server.
+    sim = sim_factory(**sim_config(clock={"mode": "frozen", "skew_ms": -180 * KEEPA_MINUTE_MS}))
     services, database = services_for(sim)
     server_now = sim.state()["clock"]["timestamp_ms"] // 1000
 
     report = run_upserter(services)
     assert report.outcome == "ok" and report.deals_written > 0
     watermark = state(database, WATERMARK_STATE)
-    assert watermark == server_now, "future lastUpdate values clamp to the server clock"
-    assert max(stored_deals(database).values()) > server_now
+    assert watermark == server_now, "future creationDates clamp to the server clock"
+    assert max(created for created, _ in truth_versions(sim, LOOSE_QUERY).values()) > server_now
     assert run_upserter(services).deals_written == 0, "unchanged deals are not written again"
 
     for step in range(3):
-        sim.clock(advance_ms=7 * KEEPA_MINUTE_MS)
+        sim.clock(advance_ms=70 * KEEPA_MINUTE_MS)
         before = state(database, WATERMARK_STATE)
         report = run_upserter(services)
         assert report.outcome == "ok", report
-        truth = truth_deals(sim, LOOSE_QUERY)
         stored = stored_deals(database)
         window_start = min(before, sim.state()["clock"]["timestamp_ms"] // 1000) - OVERLAP_S
-        missing = {a: t for a, t in truth.items()
-                   if t >= window_start and stored.get(a) != t}
+        missing = {a: v for a, v in truth_versions(sim, LOOSE_QUERY).items()
+                   if v[0] >= window_start and stored.get(a) != v[1]}
         assert not missing, f"step {step}: recent deals missing or stale: {missing}"
         now = sim.state()["clock"]["timestamp_ms"] // 1000
         assert before <= state(database, WATERMARK_STATE) <= now
+    assert not never_enriched(database), "the upserter enriched every new deal it wrote"
+
+
+def test_upserter_reads_pages_by_creation_however_last_update_is_scattered(
+        sim_factory, services_for):
+    # 3 000 products: ~1 150 deals over 8 pages, lastUpdate moving all over them.
+    sim = frozen_sim(sim_factory, catalogue={"n_products": 3000})
+    services, database = services_for(sim)
+    assert run_upserter(services).outcome == "ok"
+    for _ in range(4):
+        sim.clock(advance_ms=20 * KEEPA_MINUTE_MS)
+        watermark = state(database, WATERMARK_STATE)
+        versions = truth_versions(sim, LOOSE_QUERY)
+        report = run_upserter(services)
+        new = sum(1 for created, _ in versions.values() if created >= watermark - OVERLAP_S)
+        moved = sum(1 for created, updated in versions.values()
+                    if created < watermark - OVERLAP_S and updated >= watermark - OVERLAP_S)
+        assert moved > 150, "old deals updated recently are spread over every page"
+        assert report.detail["pages"] <= 2 + -(-new // 150)
 
 
 def test_upserter_waits_for_tokens_and_keeps_its_watermark_when_the_slice_ends(

@@ -1,12 +1,14 @@
 """The upserter's watermark rules and the backfill cursor, as pure functions (no servers).
 
-Pages are built from DealRecords, deliberately unsorted by lastUpdate, with equal timestamps and
-timestamps in the future of the server clock (FAILURES D1–D4, D6).
+Pages are built from DealRecords sorted by creationDate like sortType 1 (or deliberately not),
+with lastUpdate scattered, equal timestamps and timestamps in the future of the server clock
+(FAILURES D1–D4, D6).
 """
 
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -17,8 +19,8 @@ from keepa_deals.simple_task import (
     INITIAL_LOOKBACK_S,
     OVERLAP_S,
     advance_watermark,
-    commit_plan,
     is_new_or_changed,
+    never_enriched,
     read_window,
     window_start,
 )
@@ -28,14 +30,15 @@ pytestmark = pytest.mark.timeout(30)
 NOW = 1_800_000_000
 
 
-def deal(asin: str, last_update: int) -> DealRecord:
+def deal(asin: str, created: int, last_update: int | None = None) -> DealRecord:
+    """A deal created at `created` whose lastUpdate is `last_update` (default: `created`)."""
     return DealRecord(
         asin=asin, domain_id=1, title=None, image_url=None, root_category=None, categories=(),
         category_name=None, brand=None, price_type=2, current_cents=1000, avg_cents=None,
         delta_cents=None, delta_percent=None, amazon_cents=None, new_cents=None, used_cents=None,
         list_price_cents=None, sales_rank=None, rating=None, review_count=None,
-        offer_count_new=None, offer_count_used=None, deal_created_at=None,
-        last_update_at=last_update)
+        offer_count_new=None, offer_count_used=None, deal_created_at=created,
+        last_update_at=created if last_update is None else last_update)
 
 
 def page_of(records: list[DealRecord], *, full: bool) -> ParsedPage:
@@ -82,14 +85,37 @@ def test_only_newer_versions_are_written_again():
 
 # --------------------------------------------------------------------------- paging
 
+def test_paging_stops_at_the_first_page_created_before_the_window_however_updates_scatter():
+    watermark = NOW - 3_600
+    start = watermark - OVERLAP_S
+    rng = random.Random(5)
+    created = sorted((NOW - rng.randint(0, 40_000) for _ in range(6 * DEAL_PAGE_SIZE)),
+                     reverse=True)  # sortType 1: newest creationDate first
+    records = [deal(f"S{i:04d}", c, max(c, NOW - rng.randint(0, 600)))  # all updated recently
+               for i, c in enumerate(created)]
+    pages = [page_of(records[n:n + DEAL_PAGE_SIZE], full=True)
+             for n in range(0, len(records), DEAL_PAGE_SIZE)]
+    fetch, fetched = scripted(pages)
+    window, _ = read_window(fetch, watermark)
+    new = sum(1 for c in created if c >= start)
+    assert len(fetched) <= 2 + -(-new // DEAL_PAGE_SIZE)
+    assert fetched == list(range(len(fetched)))
+    assert not page_lies_after(pages[fetched[-1]], start), "it read the first older page"
+    assert {r.asin for r in window} == {r.asin for r in records if r.deal_created_at >= start}
+
+
+def page_lies_after(page: ParsedPage, start: int) -> bool:
+    return any(r.deal_created_at >= start for r in page.records)
+
+
 def test_unsorted_pages_are_read_until_a_page_lies_wholly_before_the_window():
     watermark = NOW - 3_600
     start = watermark - OVERLAP_S
     pages = [
         page_of([deal("A1", NOW - 10), deal("A2", start - 999), deal("A3", NOW - 5)], full=True),
-        # all but one older than the window: paging must go on past this page
+        # all but one created before the window: paging must go on past this page
         page_of([deal("B1", start - 1), deal("B2", start), deal("B3", start - 5000)], full=True),
-        page_of([deal("C1", start - 1), deal("C2", start - 2)], full=True),
+        page_of([deal("C1", start - 1, NOW), deal("C2", start - 2, NOW)], full=True),
         page_of([deal("D1", NOW)], full=True),  # never reached
     ]
     fetch, fetched = scripted(pages)
@@ -99,13 +125,20 @@ def test_unsorted_pages_are_read_until_a_page_lies_wholly_before_the_window():
     assert [r.asin for r in window] == ["B2", "A1", "A3"]
 
 
-def test_window_is_oldest_first_one_record_per_asin():
-    pages = [page_of([deal("X", NOW - 30), deal("Y", NOW - 40), deal("X", NOW - 20),
+def test_window_is_oldest_created_first_one_record_per_asin():
+    pages = [page_of([deal("X", NOW - 30), deal("Y", NOW - 40), deal("X", NOW - 30, NOW - 20),
                       deal("Z", NOW - 40)], full=False)]
     fetch, _ = scripted(pages)
     window, _ = read_window(fetch, NOW - 100)
     assert [(r.asin, r.last_update_at) for r in window] == [
         ("Y", NOW - 40), ("Z", NOW - 40), ("X", NOW - 20)]
+
+
+def test_a_deal_without_creation_date_counts_by_its_last_update():
+    undated = replace(deal("U", 0), deal_created_at=None, last_update_at=NOW - 60)
+    fetch, fetched = scripted([page_of([undated], full=True), page_of([], full=False)])
+    window, _ = read_window(fetch, NOW - 100)
+    assert [r.asin for r in window] == ["U"] and fetched == [0, 1]
 
 
 def test_paging_stops_at_the_last_page_and_at_the_query_cap():
@@ -127,76 +160,46 @@ def test_equal_timestamps_at_the_watermark_are_read_again():
     assert {r.asin for r in window} == {"E1", "E2"}
 
 
-# --------------------------------------------------------------------------- commit plans
+# --------------------------------------------------------------------------- what gets enriched
 
-def stored_after(plan, steps: int, stored: set[str]) -> set[str]:
-    done = set(stored)
-    for batch, _ in plan[:steps]:
-        done |= {r.asin for r in batch}
-    return done
-
-
-@pytest.mark.parametrize("seed", range(40))
-def test_a_failure_after_any_batch_never_leaves_an_unstored_deal_behind_the_watermark(seed):
-    rng = random.Random(seed)
-    old_watermark = rng.choice([None, NOW - 4_000, NOW + 500])
-    now = NOW
-    start = window_start(old_watermark, now)
-    records = [deal(f"R{i:03d}", now - rng.randint(-300, 5_000)) for i in range(60)]
-    rng.shuffle(records)
-    fetch, _ = scripted([page_of(records, full=False)], now)
-    window, _ = read_window(fetch, old_watermark)
-    assert window and all(r.last_update_at >= start for r in window)
-    stored = {r.asin for r in window if rng.random() < 0.3}
-    needed = [r for r in window if r.asin not in stored]
-    sizes = iter(rng.randint(1, 12) for _ in range(len(needed)))
-    plan = list(commit_plan(window, needed, lambda: next(sizes), old_watermark, now))
-    previous = old_watermark
-    for steps in range(1, len(plan) + 1):
-        watermark = plan[steps - 1][1]
-        assert watermark <= now
-        if previous is not None:
-            assert watermark >= min(previous, now)
-        previous = watermark
-        done = stored_after(plan, steps, stored)
-        skipped = [r.asin for r in window
-                   if r.last_update_at < window_start(watermark, now) and r.asin not in done]
-        assert skipped == [], f"deals skipped after {steps} commits: {skipped}"
-    assert stored_after(plan, len(plan), stored) == {r.asin for r in window}
-    newest = min(max(r.last_update_at for r in window), now)
-    expected = newest if old_watermark is None else max(min(old_watermark, now), newest)
-    assert plan[-1][1] == expected
-
-
-def test_nothing_to_write_still_moves_the_watermark_over_stored_deals():
-    window = [deal("S1", NOW - 50), deal("S2", NOW - 20)]
-    assert list(commit_plan(window, [], lambda: 10, NOW - 900, NOW)) == [([], NOW - 20)]
+def test_only_never_enriched_window_deals_are_enriched_by_the_upserter():
+    window = [deal("N1", NOW - 50), deal("C1", NOW - 40, NOW - 5), deal("F1", NOW - 30),
+              deal("R1", NOW - 20, NOW - 10)]
+    stored = {"C1": (NOW - 30, NOW - 30),  # enriched, lastUpdate moved: the backfiller's
+              "F1": (NOW - 30, NOW - 25),  # enriched, unchanged
+              "R1": (NOW - 2, None)}  # stored by the scan with a newer lastUpdate, never enriched
+    queued = never_enriched(window, stored)
+    assert [(q.asin, q.reason, q.last_update_at) for q in queued] == [
+        ("N1", "new", NOW - 50), ("R1", "new", NOW - 2)]
 
 
 # --------------------------------------------------------------------------- backfill cursor
 
-def test_cursor_moves_within_a_page_then_to_the_next_page_then_to_the_next_sweep():
+def test_cursor_moves_page_by_page_then_to_the_next_sweep():
     full = page_of([deal(f"F{i}", NOW) for i in range(140)], full=True)  # 10 malformed
     last = page_of([deal(f"L{i}", NOW) for i in range(30)], full=False)
-    cursor = Cursor(sweep_id=3, page=1, index=0, sweep_started_at=NOW - 99)
-    cursor = cursor.after(100, full, now=NOW)
-    assert (cursor.sweep_id, cursor.page, cursor.index) == (3, 1, 100)
-    cursor = cursor.after(40, full, now=NOW)
-    assert (cursor.sweep_id, cursor.page, cursor.index) == (3, 2, 0)
-    assert cursor.sweep_started_at == NOW - 99
-    cursor = cursor.after(30, last, now=NOW + 7)
-    assert (cursor.sweep_id, cursor.page, cursor.index) == (4, 0, 0)
+    cursor = Cursor(sweep_id=3, page=1, sweep_started_at=NOW - 99, last_sweep_started_at=NOW - 500)
+    assert cursor.listed_since == NOW - 500
+    cursor = cursor.after(full, now=NOW)
+    assert (cursor.sweep_id, cursor.page, cursor.sweep_started_at) == (3, 2, NOW - 99)
+    cursor = cursor.after(last, now=NOW + 7)
+    assert (cursor.sweep_id, cursor.page) == (4, 0)
     assert cursor.sweep_started_at == cursor.last_sweep_finished_at == NOW + 7
+    assert cursor.last_sweep_started_at == cursor.listed_since == NOW - 99
+    assert cursor.last_sweep_pages == 3
 
 
-def test_cursor_survives_a_page_that_shrank_since_the_last_run():
-    shrunk = page_of([deal("S", NOW)] * 5, full=True)
-    cursor = Cursor(sweep_id=1, page=4, index=120, sweep_started_at=NOW).after(0, shrunk, now=NOW)
-    assert (cursor.page, cursor.index) == (5, 0)
+def test_cursor_ends_a_sweep_at_the_query_cap():
+    full = page_of([deal("F", NOW)], full=True)
+    cursor = Cursor(sweep_id=1, page=LAST_PAGE_INDEX, sweep_started_at=NOW).after(full, now=NOW)
+    assert (cursor.sweep_id, cursor.page) == (2, 0)
 
 
 def test_cursor_state_round_trips_and_starts_a_first_sweep():
-    cursor = Cursor(sweep_id=2, page=7, index=33, sweep_started_at=NOW)
+    cursor = Cursor(sweep_id=2, page=7, sweep_started_at=NOW, last_sweep_pages=9)
     assert Cursor.from_state(cursor.to_state(), now=0) == cursor
     first = Cursor.from_state(None, now=NOW)
-    assert (first.sweep_id, first.page, first.index, first.sweep_started_at) == (1, 0, 0, NOW)
+    assert (first.sweep_id, first.page, first.sweep_started_at) == (1, 0, NOW)
+    assert first.listed_since == 0, "before the first sweep ends every stored deal is listed"
+    legacy = Cursor.from_state({"sweep_id": 4, "page": 2, "index": 30}, now=NOW)
+    assert (legacy.sweep_id, legacy.page) == (4, 2), "a cursor of the previous version resumes"
