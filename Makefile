@@ -31,6 +31,8 @@ browser-deps:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null; fi; }
 
-## Benchmarks: each prints its figures as ratios against a baseline run in the same script.
+## Benchmarks: each prints its figures as ratios against a baseline run in the same script; a
+## missed target is reported and the others still run (the exit status says whether all met).
 bench: setup
-	@for b in bench/bench_*.py; do echo "== $$b"; $(VPY) $$b || exit 1; done
+	@missed=""; for b in bench/bench_*.py; do echo "== $$b"; $(VPY) $$b || missed="$$missed $$b"; done; \
+	  if [ -n "$$missed" ]; then echo "targets missed in:$$missed"; exit 1; fi

@@ -13,6 +13,7 @@ from keepa_deals import db
 pytestmark = pytest.mark.timeout(30)
 
 V1_TABLES = {"deals", "pipeline_state", "runs", "janitor_removals", "schema_migrations"}
+TABLES = {*V1_TABLES, "freshness_samples"}
 
 
 def tables(conn) -> set[str]:
@@ -27,7 +28,7 @@ def test_fresh_database_gets_every_migration(db_path):
     conn = db.connect(db_path)
     latest = db.available_migrations()[-1][0]
     assert db.migrate(conn) == latest
-    assert tables(conn) == V1_TABLES
+    assert tables(conn) == TABLES
     applied = [row[0] for row in conn.execute("SELECT version FROM schema_migrations")]
     assert applied == [version for version, _ in db.available_migrations()]
 
@@ -64,7 +65,9 @@ def test_pre_migration_database_upgrades_in_place_keeping_rows(db_path):
         result = db.upsert_deals(conn, [make_deal("B0LEGACY01", last_update_at=1600000500),
                                         make_deal("B0NEWDEAL1")],
                                  source="backfill_deals", seen_at=BASE_TIME)
-    assert result == db.UpsertResult(inserted=1, updated=1, unchanged=0)
+    assert result == db.UpsertResult(inserted=1, updated=1, unchanged=0,
+                                     new_asins=frozenset({"B0NEWDEAL1"}),
+                                     moved_asins=frozenset({"B0LEGACY01"}))
     assert stored(conn, "B0LEGACY01")["current_cents"] == 2_499
     assert stored(conn, "B0LEGACY01")["List at"] == "$24.99", "nothing is dropped"
 

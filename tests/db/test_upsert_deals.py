@@ -22,13 +22,15 @@ def upsert(conn, records, *, source="backfill_deals", seen_at=BASE_TIME):
 
 def test_deals_table_columns_are_the_record_fields_plus_bookkeeping(conn):
     columns = [row["name"] for row in conn.execute("PRAGMA table_info(deals)")]
-    assert columns == [*DEAL_FIELDS, "first_seen_at", "last_seen_at", "source"]
+    assert columns == [*DEAL_FIELDS, "first_seen_at", "last_seen_at", "source",
+                       "enriched_update_at"]
 
 
 def test_insert_stores_every_field_as_typed_values(conn):
     deal = make_deal(enriched_at=BASE_TIME + 5, brand="Acme")
     result = upsert(conn, [deal], seen_at=BASE_TIME + 10)
-    assert result == db.UpsertResult(inserted=1, updated=0, unchanged=0)
+    assert result == db.UpsertResult(inserted=1, updated=0, unchanged=0,
+                                     new_asins=frozenset({deal.asin}))
     row = stored(conn, deal.asin)
     for name in DEAL_FIELDS:
         expected = deal.categories if name == "categories" else getattr(deal, name)
@@ -42,7 +44,8 @@ def test_newer_data_replaces_the_row_but_keeps_first_seen(conn):
     upsert(conn, [make_deal(current_cents=2_499)], seen_at=BASE_TIME)
     newer = make_deal(current_cents=1_999, last_update_at=BASE_TIME + 60, used_cents=None)
     result = upsert(conn, [newer], source="update_recent_deals", seen_at=BASE_TIME + 90)
-    assert result == db.UpsertResult(inserted=0, updated=1, unchanged=0)
+    assert result == db.UpsertResult(inserted=0, updated=1, unchanged=0,
+                                     moved_asins=frozenset({newer.asin}))
     row = stored(conn, newer.asin)
     assert row["current_cents"] == 1_999
     assert row["used_cents"] is None, "a price that disappeared must not keep its old value"
@@ -125,7 +128,8 @@ def test_duplicates_within_one_batch_keep_the_newest(conn):
                make_deal(last_update_at=BASE_TIME, current_cents=3_000),
                make_deal("B000000002")]
     result = upsert(conn, records)
-    assert result == db.UpsertResult(inserted=2, updated=0, unchanged=1)
+    assert result == db.UpsertResult(inserted=2, updated=0, unchanged=1,
+                                     new_asins=frozenset({"B000000001", "B000000002"}))
     assert stored(conn, "B000000001")["current_cents"] == 1_000
     assert db.deal_count(conn) == 2
 

@@ -104,9 +104,9 @@ def never_enriched(database: Path) -> set[str]:
     return {asin for (asin,) in rows}
 
 
-def stalest_enrichment(database: Path) -> int:
-    """The oldest enriched_at of the deals table (unix seconds)."""
-    return _query(database, "SELECT MIN(enriched_at) FROM deals")[0][0]
+def newest_enrichment(database: Path) -> int:
+    """The latest enriched_at of the deals table (unix seconds)."""
+    return _query(database, "SELECT MAX(enriched_at) FROM deals")[0][0]
 
 
 def deal_prices(database: Path, asins) -> dict[str, int | None]:

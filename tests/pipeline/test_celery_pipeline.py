@@ -137,7 +137,8 @@ def test_faults_429_window_and_rate_change_still_give_the_exact_end_state(
     env = pipeline_env(sim)
     worker, beat = start_pipeline(start_celery, env, redis_server.url)
     database = tmp_path / "deals.db"
-    wait_until(lambda: enriched_count(database) > 0, 60, "the first enriched rows")
+    wait_until(lambda: any(len(b) == 40 for b in product_batches(sim)), 60,
+               "a /product batch of one refill tick (40)")
 
     sim.config({"faults": {"forced_429": {"windows": [{"from_s": 0, "to_s": 60}]}}})
     wait_until(lambda: any(e["status"] == 429 for e in sim.requests_log()), 20, "429 answers")
