@@ -4,7 +4,8 @@ The verdict functions are pure: they turn inputs (recent runs, heartbeats, live 
 lock inspection, the token bucket snapshot, now) into a `TaskVerdict` — running (with progress),
 waiting_tokens (with an ETA), idle (until the next run), stalled (with the cause and the fix an
 operator should apply) or unknown. `collect_health(settings, redis=, conn=, now=)` gathers the
-inputs itself and never raises: an unreachable Redis or database is reported as a cause.
+inputs itself, with the freshness figures (freshness.collect_freshness), and never raises: an
+unreachable Redis or database is reported as a cause.
 
 Healthy (`PipelineHealth.ok`) means progress, not liveness (FAILURES O4): a backfill or upserter
 run recently ended having written or confirmed deals, worker and beat heartbeats are fresh, and
@@ -24,12 +25,12 @@ from keepa_deals.config import Settings
 from keepa_deals.constants import (
     BACKFILL_LOCK,
     DEAL_PAGE_SIZE,
-    MAX_DEALS_PER_QUERY,
     PIPELINE_TASKS,
     TASK_BACKFILL,
     TASK_UPSERT,
     UPSERT_LOCK,
 )
+from keepa_deals.freshness import Scan, collect_freshness
 from keepa_deals.redis_server import RedisUnavailable, connect, redis_url_for
 from keepa_deals.tokens import TokenBucket
 
@@ -79,6 +80,7 @@ class PipelineHealth:
     locks: list[dict] = field(default_factory=list)
     tokens: dict | None = None
     backfill: dict | None = None
+    freshness: dict | None = None  # freshness.Freshness.to_dict(); None when unreadable
     recent_runs: list[dict] = field(default_factory=list)
     redis_error: str | None = None
     database_error: str | None = None
@@ -336,7 +338,8 @@ def collect_health(settings: Settings, *, redis: redis.Redis | None = None,
     """Gather every input and judge the pipeline. Never raises for Redis or database trouble."""
     now = time.time() if now is None else now
     facts = _RedisFacts.gather(settings, redis)
-    stats = _DatabaseFacts.gather(settings, conn, now)
+    stats = _DatabaseFacts.gather(settings, conn, now,
+                                  refill_rate=(facts.bucket or {}).get("refill_rate"))
     live = Liveness(facts.error, facts.workers, facts.beat, stats.error)
     lock_by_name = {info.name: info for info in facts.locks}
     verdicts = [
@@ -357,9 +360,10 @@ def collect_health(settings: Settings, *, redis: redis.Redis | None = None,
         locks=[_lock_dict(info) for info in facts.locks],
         tokens=_token_summary(facts.bucket),
         backfill=backfill_progress(stats.cursor, stats.deal_count, now),
+        freshness=stats.freshness,
         recent_runs=stats.recent_runs,
         redis_error=facts.error, database_error=stats.error,
-        warnings=_warnings(facts.workers),
+        warnings=_warnings(facts.workers) + stats.warnings,
     )
 
 
@@ -405,16 +409,19 @@ class _DatabaseFacts:
     runs: dict[str, list[dict]] = field(default_factory=dict)
     recent_runs: list[dict] = field(default_factory=list)
     cursor: dict | None = None
+    freshness: dict | None = None
+    warnings: list[str] = field(default_factory=list)
 
     @classmethod
-    def gather(cls, settings: Settings, conn: sqlite3.Connection | None,
-               now: float) -> _DatabaseFacts:
+    def gather(cls, settings: Settings, conn: sqlite3.Connection | None, now: float, *,
+               refill_rate: int | None) -> _DatabaseFacts:
         facts = cls()
         own = conn is None
         try:
             if own:
                 conn = db.readonly_connect(settings.database_path)
             facts._read(conn, now)
+            facts._read_freshness(conn, settings, now, refill_rate)
         except (sqlite3.Error, OSError, ValueError) as exc:  # ValueError: corrupt run JSON
             facts.error = one_line(exc)
         finally:
@@ -437,6 +444,17 @@ class _DatabaseFacts:
             cursor = None
         self.cursor = cursor if isinstance(cursor, dict) else None
 
+    def _read_freshness(self, conn: sqlite3.Connection, settings: Settings, now: float,
+                        refill_rate: int | None) -> None:
+        """The freshness figures; a failure leaves them unknown with a warning, not the page."""
+        try:
+            self.freshness = collect_freshness(
+                conn, now=now, enrich_max_age_h=settings.enrich_max_age_h,
+                refill_rate=refill_rate, refill_period_ms=settings.refill_period_ms,
+                cursor=self.cursor).to_dict()
+        except (sqlite3.Error, ValueError) as exc:
+            self.warnings.append(f"freshness figures unavailable: {one_line(exc)}")
+
 
 def _scalar(conn: sqlite3.Connection, sql: str):
     return conn.execute(sql).fetchone()[0]
@@ -447,25 +465,22 @@ def _scalar(conn: sqlite3.Connection, sql: str):
 def backfill_progress(cursor: dict | None, deal_count: int | None, now: float) -> dict | None:
     """Position of the current backfill sweep, its estimated size, fraction and ETA.
 
-    The sweep's size is not known before its last page: it is estimated as the deal count
-    (the backfill sweeps the whole query), at most Keepa's 10 000 deals per query, and at least
-    the position reached. The ETA extrapolates the sweep's pace so far.
+    The position is the pages read × DEAL_PAGE_SIZE. The sweep's size is not known before its
+    last page: it is the last complete sweep's (freshness.Scan.size), else the deal count (the
+    backfill sweeps the whole query) at most Keepa's 10 000 deals per query, and at least the
+    position reached. The ETA is freshness.Scan.eta_s: the sweep's pace so far.
     """
     if not cursor:
         return None
-    page, index = _int(cursor.get("page")), _int(cursor.get("index"))
-    position = page * DEAL_PAGE_SIZE + index
-    total = max(position, min(MAX_DEALS_PER_QUERY, deal_count or 0))
-    fraction = 1.0 if total == 0 else position / total
-    started = cursor.get("sweep_started_at")
-    eta = None
-    if isinstance(started, int | float) and position > 0 and now > started:
-        pace = position / (now - started)
-        eta = round((total - position) / pace, 1)
-    return {"sweep_id": _int(cursor.get("sweep_id")), "page": page, "index": index,
-            "position": position, "estimated_total": total, "fraction": round(fraction, 4),
-            "eta_s": eta, "sweep_started_at": started,
-            "last_sweep_finished_at": cursor.get("last_sweep_finished_at")}
+    scan = Scan.from_cursor(cursor)
+    position = scan.page * DEAL_PAGE_SIZE
+    total = scan.size(deal_count)
+    return {"sweep_id": scan.sweep_id, "page": scan.page, "position": position,
+            "estimated_total": total, "fraction": round(position / total, 4) if total else 1.0,
+            "eta_s": scan.eta_s(-(-total // DEAL_PAGE_SIZE), now),
+            "sweep_started_at": cursor.get("sweep_started_at"),
+            "last_sweep_finished_at": cursor.get("last_sweep_finished_at"),
+            "last_sweep_pages": scan.last_pages or None}
 
 
 def _token_summary(bucket: dict | None) -> dict | None:
@@ -496,10 +511,6 @@ def _warnings(workers: list[dict]) -> list[str]:
 
 def _age(now: float, timestamp) -> float | None:
     return None if timestamp is None else round(now - timestamp, 1)
-
-
-def _int(value) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def one_line(exc: BaseException) -> str:

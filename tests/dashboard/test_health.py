@@ -8,6 +8,7 @@ import time
 
 import pytest
 from dashboard_helpers import insert_run
+from freshness_seed import SEEDED, seed_freshness
 
 from keepa_deals import db, heartbeats
 from keepa_deals.constants import (
@@ -17,9 +18,11 @@ from keepa_deals.constants import (
     TASK_UPSERT,
     UPSERT_LOCK,
 )
+from keepa_deals.envelope import TokenEnvelope
 from keepa_deals.health import collect_health
 from keepa_deals.locks import LeaseLock
 from keepa_deals.redis_server import free_port
+from keepa_deals.tokens import TokenBucket
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -142,13 +145,44 @@ def test_a_run_whose_worker_died_is_reported_once_the_lease_is_gone(settings, al
 
 def test_backfill_progress_comes_from_the_cursor(settings, alive, database):
     now = time.time()
-    cursor = {"sweep_id": 4, "page": 2, "index": 30, "sweep_started_at": int(now) - 330}
+    cursor = {"sweep_id": 4, "page": 2, "sweep_started_at": int(now) - 330,
+              "last_sweep_pages": 5}
     with db.transaction(database):
         db.set_state(database, "backfill_cursor", cursor)
     progress = health(settings, alive, database, now).backfill
-    assert progress["position"] == 330 and progress["sweep_id"] == 4
-    assert progress["estimated_total"] == 330  # no deals stored: at least the position
+    assert progress["position"] == 300 and progress["sweep_id"] == 4
+    assert progress["estimated_total"] == 750  # the last complete sweep: 5 pages
+    assert progress["fraction"] == 0.4
+    assert progress["eta_s"] == pytest.approx(3 * 165, abs=1)  # 3 pages left at 165 s a page
+
+    with db.transaction(database):
+        db.set_state(database, "backfill_cursor", {**cursor, "last_sweep_pages": None})
+    progress = health(settings, alive, database, now).backfill
+    assert progress["estimated_total"] == 300  # no deals stored: at least the position
     assert progress["fraction"] == 1.0
+
+
+def test_freshness_comes_with_the_health_and_the_bucket_rate(settings, alive, database):
+    now = int(time.time())
+    seed_freshness(database, now)
+    assert health(settings, alive, database, now).freshness["plan"] is None  # no refill rate
+    TokenBucket(alive, refill_period_ms=settings.refill_period_ms).sync(TokenEnvelope(
+        timestamp_ms=now * 1000, tokens_left=100, refill_in_ms=30_000, refill_rate=20))
+    freshness = health(settings, alive, database, now).freshness
+    assert {key: freshness[key] for key in SEEDED} == SEEDED
+    assert freshness["plan"]["current"]["refill_rate"] == 20
+    assert freshness["plan"]["verdict"].startswith("The plan keeps up")
+
+
+def test_unreadable_freshness_is_a_warning_not_a_database_error(settings, alive, database):
+    now = time.time()
+    insert_run(database, TASK_UPSERT, started_at=now - 12, ended_at=now - 10, outcome="ok",
+               deals_written=3)
+    database.execute("DROP TABLE freshness_samples")
+    result = health(settings, alive, database, now)
+    assert result.ok and result.database_error is None and result.freshness is None
+    assert any("freshness figures unavailable" in warning and "freshness_samples" in warning
+               for warning in result.warnings)
 
 
 def test_collecting_never_raises_when_redis_and_the_database_are_down(make_settings, tmp_path):
