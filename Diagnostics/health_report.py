@@ -19,11 +19,12 @@ if __package__ in (None, ""):  # run as a file: make the project importable
 
 from Diagnostics._cli import fail, parser, scrub
 from keepa_deals.config import ConfigError, Settings, load_settings
-from keepa_deals.health import PipelineHealth, TaskVerdict, collect_health
+from keepa_deals.health import PipelineHealth, TaskVerdict, collect_health, duration_text
 
 EXIT_HEALTHY = 0
 EXIT_UNHEALTHY = 1
 EXIT_CONFIG = 3
+_PLAN_NOT_JUDGED = "not judged yet (it needs a complete scan and Keepa's refill rate)"
 
 _EPILOG = """\
 exit codes:
@@ -83,6 +84,7 @@ def report(health: PipelineHealth) -> str:
                      f"{_value(tokens.get('ceiling'))}, refill "
                      f"{_value(tokens.get('refill_rate'))}/min, "
                      f"{tokens.get('http_429', 0)} answers 429")
+    lines += _freshness_lines(health.freshness)
     for problem in (health.redis_error, health.database_error):
         if problem:
             lines.append(f"unreachable: {problem}")
@@ -98,6 +100,27 @@ def _verdict_lines(verdict: TaskVerdict) -> list[str]:
         lines.append(f"  {'':<20} cause: {verdict.cause}")
     if verdict.fix:
         lines.append(f"  {'':<20} fix: {verdict.fix}")
+    return lines
+
+
+def _freshness_lines(freshness: dict | None) -> list[str]:
+    """Lags, enrichment, the scan, token use and the plan verdict (keepa_deals.freshness)."""
+    if freshness is None:
+        return []
+    lines = ["freshness (last hour; lags in Keepa minutes):"]
+    for kind in ("new", "changed"):
+        lags = freshness[kind]
+        lines.append(f"  {kind} deals: lag p50 {_value(lags['p50_min'], '{} min')}, "
+                     f"p95 {_value(lags['p95_min'], '{} min')} ({lags['count']} deals)")
+    lines.append(f"  enriched within {freshness['enrich_max_age_h']:g} h: "
+                 f"{_value(freshness['enriched_share'], '{:.1%}')} of deals")
+    lines.append(f"  next full scan ends in {duration_text(freshness['scan_eta_s'])} "
+                 f"(last complete scan: {_value(freshness['last_scan_pages'])} pages)")
+    spent, shares = freshness["tokens_last_hour"], freshness["token_shares"]
+    lines.append("  tokens: " + ", ".join(f"{use} {spent[use]} ({_value(shares[use], '{:.1%}')})"
+                                          for use in spent))
+    plan = freshness["plan"]
+    lines.append(f"  plan: {plan['verdict'] if plan else _PLAN_NOT_JUDGED}")
     return lines
 
 

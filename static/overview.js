@@ -42,6 +42,10 @@
       return now >= v ? duration(now - v) + " ago" : "in " + duration(v - now);
     },
     percent: function (v) { return isMissing(v) ? MISSING : (v * 100).toFixed(1) + "%"; },
+    minutes: function (v) { return isMissing(v) ? MISSING : Number(v).toFixed(1) + " min"; },
+    hours: function (v) {  // six significant digits, like Python's "{:g}"
+      return isMissing(v) ? MISSING : String(Number(Number(v).toPrecision(6))) + " h";
+    },
     alive: function (v) { return v === true ? "alive" : v === false ? "dead" : "unknown"; }
   };
 

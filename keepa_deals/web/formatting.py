@@ -85,6 +85,8 @@ _KINDS = {
     "age": lambda v: MISSING if v is None else f"{duration_text(v)} ago",
     "ago": ago,
     "percent": lambda v: MISSING if v is None else f"{v * 100:.1f}%",
+    "minutes": lambda v: MISSING if v is None else f"{v:.1f} min",
+    "hours": lambda v: MISSING if v is None else f"{v:g} h",
     "alive": lambda v: {True: "alive", False: "dead"}.get(v, "unknown"),
 }
 

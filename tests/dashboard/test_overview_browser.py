@@ -13,9 +13,14 @@ from pathlib import Path
 import pytest
 import requests
 from dashboard_helpers import insert_deals, synthetic_deals
+from freshness_seed import REFILL_RATE, SEEDED, seed_freshness
 from support import wait_until
 
+from keepa_deals import db
 from keepa_deals.constants import BACKFILL_LOCK, TASK_BACKFILL
+from keepa_deals.envelope import TokenEnvelope
+from keepa_deals.freshness import collect_freshness
+from keepa_deals.tokens import TokenBucket
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.browser]
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -53,6 +58,53 @@ def test_overview_fits_a_phone_screen(dashboard, seeded, page, screenshot):
     page.goto(dashboard + "/deals")
     screenshot("deals-phone")
     assert page.locator("a[data-sort=price]").is_visible(), "sorting must stay usable"
+
+
+def shown(page, path: str) -> str:
+    """The text of the overview's element bound to status `path`."""
+    return page.locator(f'[data-field="{path}"]').inner_text()
+
+
+def test_overview_shows_the_freshness_the_database_holds(
+        dashboard, database, settings, redis_client, page, screenshot):
+    now = int(time.time())
+    seed_freshness(database, now)
+    TokenBucket(redis_client, refill_period_ms=settings.refill_period_ms).sync(TokenEnvelope(
+        timestamp_ms=now * 1000, tokens_left=100, refill_in_ms=30_000, refill_rate=REFILL_RATE))
+    expected = collect_freshness(database, now=now, enrich_max_age_h=settings.enrich_max_age_h,
+                                 refill_rate=REFILL_RATE, cursor=db.get_state(
+                                     database, "backfill_cursor"),
+                                 refill_period_ms=settings.refill_period_ms)
+    page.goto(dashboard + "/")
+    assert [shown(page, f"freshness.new.{key}") for key in ("p50_min", "p95_min", "count")] \
+        == ["1.5 min", "10.0 min", "4"]
+    assert [shown(page, f"freshness.changed.{key}") for key in ("p50_min", "p95_min", "count")] \
+        == ["10.0 min", "19.0 min", "20"]
+    assert shown(page, "freshness.enrich_max_age_h") == "24 h"
+    assert shown(page, "freshness.enriched_share") == "70.0%"
+    assert shown(page, "freshness.scan_eta_s") == "10 min"
+    assert shown(page, "freshness.last_scan_pages") == "10"
+    assert [(shown(page, f"freshness.tokens_last_hour.{use}"),
+             shown(page, f"freshness.token_shares.{use}"))
+            for use in ("pages", "new", "changed", "refresh")] == \
+        [("60", "60.0%"), ("8", "8.0%"), ("24", "24.0%"), ("8", "8.0%")]
+    assert shown(page, "freshness.plan.verdict") == expected.plan.verdict
+    assert expected.plan.verdict.startswith("The plan keeps up")
+    screenshot("overview-freshness")
+    api = requests.get(dashboard + "/api/status", timeout=10).json()["freshness"]
+    assert {key: api[key] for key in SEEDED} == \
+        {**SEEDED, "scan_eta_s": pytest.approx(SEEDED["scan_eta_s"], abs=30)}
+    assert api["plan"]["verdict"] == expected.plan.verdict
+
+    with db.transaction(database):  # four more new deals, 20 min late: refreshed in place
+        database.executemany("INSERT INTO freshness_samples (recorded_at, kind, lag_s) "
+                             "VALUES (?, 'new', 1200)", [(int(time.time()),)] * 4)
+    in_hour = database.execute("SELECT COUNT(*) FROM freshness_samples WHERE kind = 'new' "
+                               "AND recorded_at >= ?", (int(time.time()) - 3600,)).fetchone()[0]
+    wait_until(lambda: shown(page, "freshness.new.count") == str(in_hour) == "8", 10,
+               "the overview to count the new samples")
+    assert shown(page, "freshness.new.p50_min") == "10.0 min"  # rank 4 of 8: 600 s
+    assert shown(page, "freshness.new.p95_min") == "20.0 min"  # rank 8 of 8: 1200 s
 
 
 @pytest.fixture

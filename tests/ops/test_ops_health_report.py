@@ -7,13 +7,17 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
+from freshness_seed import REFILL_RATE, SEEDED, seed_freshness
 from ops_helpers import PROJECT_ROOT, clean_environment
 
 from keepa_deals import db, heartbeats
 from keepa_deals.constants import TASK_UPSERT
+from keepa_deals.envelope import TokenEnvelope
 from keepa_deals.redis_server import free_port
+from keepa_deals.tokens import TokenBucket
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -66,6 +70,33 @@ def test_json_report_carries_the_verdicts(tmp_path, redis_server, redis_client):
     facts = json.loads(result.stdout)
     assert result.returncode == 1 and facts["ok"] is False
     assert {v["task"] for v in facts["verdicts"]} == {"backfill_deals", "update_recent_deals"}
+
+
+def test_report_carries_the_freshness_figures(tmp_path, redis_server, redis_client):
+    now = int(time.time())
+    conn = db.connect(tmp_path / "deals.db")
+    try:
+        db.migrate(conn)
+        seed_freshness(conn, now)
+    finally:
+        conn.close()
+    TokenBucket(redis_client).sync(TokenEnvelope(timestamp_ms=now * 1000, tokens_left=100,
+                                                 refill_in_ms=30_000, refill_rate=REFILL_RATE))
+
+    text = health_report(tmp_path, redis_server.url).stdout
+    facts = json.loads(health_report(tmp_path, redis_server.url, "--json").stdout)["freshness"]
+
+    later = pytest.approx(SEEDED["scan_eta_s"], abs=30)  # the report's clock runs on
+    assert {key: facts[key] for key in SEEDED} == {**SEEDED, "scan_eta_s": later}
+    assert facts["plan"]["verdict"].startswith("The plan keeps up")
+    for line in ("freshness (last hour; lags in Keepa minutes):",
+                 "  new deals: lag p50 1.5 min, p95 10.0 min (4 deals)",
+                 "  changed deals: lag p50 10.0 min, p95 19.0 min (20 deals)",
+                 "  enriched within 24 h: 70.0% of deals",
+                 "  next full scan ends in 10 min (last complete scan: 10 pages)",
+                 "  tokens: pages 60 (60.0%), new 8 (8.0%), changed 24 (24.0%), refresh 8 (8.0%)",
+                 f"  plan: {facts['plan']['verdict']}"):
+        assert line in text.splitlines(), f"{line!r} not in:\n{text}"
 
 
 @pytest.mark.parametrize("output", ["text", "json"])
