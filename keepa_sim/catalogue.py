@@ -4,13 +4,20 @@ Every product is drawn from `rng(seed, domain, index)`; its csv series come in f
 (see history.py): NEW prices (AMAZON, NEW, NEW_FBA, COUNT_NEW, BUY_BOX_SHIPPING), USED prices
 (USED, COUNT_USED, plus the warehouse condition), the sales rank, and constants (LISTPRICE,
 RATING, COUNT_REVIEWS). Prices are integer cents, ranks integers, −1 = no data.
+
+A catalogue lives as long as the simulator and holds a few objects per product: epoch levels are
+`functools.partial`s of module functions (no closures and cells), which keeps the cyclic garbage
+collector's full passes short at 100 000 products.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import math
 import string
 from dataclasses import dataclass
+from functools import partial
 
 from keepa_sim import categories
 from keepa_sim.history import CONSTANT_PERIOD, MINUTES_PER_DAY, Family, UpdateGrid
@@ -101,18 +108,32 @@ class Catalogue:
         self.domain = domain
         self.products: list[Product] = []
         self.by_asin: dict[str, Product] = {}
-        for index in range(n_products):
-            product = _make_product(seed, domain, index, self.by_asin)
-            self.products.append(product)
-            self.by_asin[product.asin] = product
+        with _collector_paused():
+            for index in range(n_products):
+                product = _make_product(seed, domain, index, self.by_asin)
+                self.products.append(product)
+                self.by_asin[product.asin] = product
         self.by_ean = {product.ean: product for product in self.products}
+
+
+@contextlib.contextmanager
+def _collector_paused():
+    """Pause the cyclic garbage collector: a build allocates millions of objects that all stay
+    alive, and its repeated full passes over them would double the build time."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _make_product(seed: int, domain: int, index: int, taken: dict) -> Product:
     r = rng(seed, domain, index, _PRODUCT_PURPOSE)
     root = _draw_root(r.random())
     is_book = root == 283155
-    children = categories.children_of(root) if root else []
+    children = categories.children_of(root)
     child = r.choice(children) if children and r.random() < 0.9 else None
     group = categories.ROOTS[root][1] if root else "Unknown"
     brand = r.choice(_PUBLISHERS if is_book else _BRANDS)
@@ -146,14 +167,14 @@ def _make_product(seed: int, domain: int, index: int, taken: dict) -> Product:
 
     families = (
         family(0, (0, 1, 10, 11, 18), r.uniform(4, 20),
-               _new_levels(base_new, r.uniform(0.01, 0.05), r.uniform(0.15, 0.35),
-                           r.random() < (0.5 if is_book else 0.4))),
+               partial(_new_levels, base_new, r.uniform(0.01, 0.05), r.uniform(0.15, 0.35),
+                       r.random() < (0.5 if is_book else 0.4))),
         family(1, (2, 12), r.uniform(4, 16),
-               _used_levels(base_new * r.uniform(0.6, 1.0), r.uniform(0.02, 0.08),
-                            r.uniform(0.45, 0.7))),
-        family(2, (3,), r.uniform(4, 12), _rank_levels(rank_base, r.uniform(0.1, 0.3))),
+               partial(_used_levels, base_new * r.uniform(0.6, 1.0), r.uniform(0.02, 0.08),
+                       r.uniform(0.45, 0.7))),
+        family(2, (3,), r.uniform(4, 12), partial(_rank_levels, rank_base, r.uniform(0.1, 0.3))),
         Family((4, 16, 17), period=CONSTANT_PERIOD, offset=tracking, stream=0, grid=grid,
-               tracking_since=tracking, levels=_constant((list_price, rating, reviews))),
+               tracking_since=tracking, levels=partial(_constant, (list_price, rating, reviews))),
     )
     manufacturer = brand
     attributes = {"brand": brand, "manufacturer": manufacturer, "productGroup": group,
@@ -215,58 +236,44 @@ def _ean(r, is_book: bool) -> str:
 # Prices are int(base × factor) cents: bases are >= 800 cents and factors >= 0.2, so never 0.
 
 
-def _new_levels(base: float, p_oos: float, p_drop: float, has_amazon: bool):
-    """(AMAZON, NEW, NEW_FBA, COUNT_NEW, BUY_BOX_SHIPPING) of one epoch."""
-
-    def levels(h: int) -> tuple:
-        u0 = (h & 0xFFFF) / 65536.0
-        if u0 < p_oos:
-            return (-1, -1, -1, 0, -1)
-        u1 = ((h >> 16) & 0xFFFF) / 65536.0
-        factor = (0.92 - 0.72 * u1 ** 2.5) if u0 < p_oos + p_drop else (0.97 + 0.08 * u1)
-        new = int(base * factor)
-        u2 = ((h >> 32) & 0xFFFF) / 65536.0
-        u3 = (h >> 48) / 65536.0
-        amazon = int(new * (1 + 0.06 * u3)) if has_amazon and u2 > 0.15 else -1
-        fba = int(new * (1 + 0.1 * u2))
-        return (amazon, new, fba, 1 + int(u3 * 24), amazon if amazon >= 0 else fba)
-
-    return levels
+def _new_levels(base: float, p_oos: float, p_drop: float, has_amazon: bool, h: int) -> tuple:
+    """(AMAZON, NEW, NEW_FBA, COUNT_NEW, BUY_BOX_SHIPPING) of the epoch with hash h."""
+    u0 = (h & 0xFFFF) / 65536.0
+    if u0 < p_oos:
+        return (-1, -1, -1, 0, -1)
+    u1 = ((h >> 16) & 0xFFFF) / 65536.0
+    factor = (0.92 - 0.72 * u1 ** 2.5) if u0 < p_oos + p_drop else (0.97 + 0.08 * u1)
+    new = int(base * factor)
+    u2 = ((h >> 32) & 0xFFFF) / 65536.0
+    u3 = (h >> 48) / 65536.0
+    amazon = int(new * (1 + 0.06 * u3)) if has_amazon and u2 > 0.15 else -1
+    fba = int(new * (1 + 0.1 * u2))
+    return (amazon, new, fba, 1 + int(u3 * 24), amazon if amazon >= 0 else fba)
 
 
-def _used_levels(base: float, p_oos: float, p_drop: float):
-    """(USED, COUNT_USED, warehouse condition 2..5) of one epoch."""
-
-    def levels(h: int) -> tuple:
-        u0 = (h & 0xFFFF) / 65536.0
-        if u0 < p_oos:
-            return (-1, 0, 0)
-        u1 = ((h >> 16) & 0xFFFF) / 65536.0
-        factor = (0.9 - 0.7 * u1 ** 2) if u0 < p_oos + p_drop else (0.96 + 0.1 * u1)
-        u2 = ((h >> 32) & 0xFFFF) / 65536.0
-        return (int(base * factor), 1 + int((h >> 48) / 65536.0 * 30), 2 + int(u2 * 4))
-
-    return levels
+def _used_levels(base: float, p_oos: float, p_drop: float, h: int) -> tuple:
+    """(USED, COUNT_USED, warehouse condition 2..5) of the epoch with hash h."""
+    u0 = (h & 0xFFFF) / 65536.0
+    if u0 < p_oos:
+        return (-1, 0, 0)
+    u1 = ((h >> 16) & 0xFFFF) / 65536.0
+    factor = (0.9 - 0.7 * u1 ** 2) if u0 < p_oos + p_drop else (0.96 + 0.1 * u1)
+    u2 = ((h >> 32) & 0xFFFF) / 65536.0
+    return (int(base * factor), 1 + int((h >> 48) / 65536.0 * 30), 2 + int(u2 * 4))
 
 
-def _rank_levels(base: int, p_jump: float):
-    """(SALES,) of one epoch: noise around the base rank, sometimes a big improvement."""
-
-    def levels(h: int) -> tuple:
-        if base < 0:
-            return (-1,)
-        u0 = (h & 0xFFFF) / 65536.0
-        u1 = ((h >> 16) & 0xFFFF) / 65536.0
-        factor = math.exp(1.4 * (u1 - 0.5))
-        if u0 < p_jump:
-            factor *= 0.15 + 0.45 * ((h >> 32) & 0xFFFF) / 65536.0
-        return (max(1, int(base * factor)),)
-
-    return levels
+def _rank_levels(base: int, p_jump: float, h: int) -> tuple:
+    """(SALES,) of the epoch with hash h: noise around the base rank, sometimes a big
+    improvement."""
+    if base < 0:
+        return (-1,)
+    u0 = (h & 0xFFFF) / 65536.0
+    u1 = ((h >> 16) & 0xFFFF) / 65536.0
+    factor = math.exp(1.4 * (u1 - 0.5))
+    if u0 < p_jump:
+        factor *= 0.15 + 0.45 * ((h >> 32) & 0xFFFF) / 65536.0
+    return (max(1, int(base * factor)),)
 
 
-def _constant(values: tuple):
-    def levels(_h: int) -> tuple:
-        return values
-
-    return levels
+def _constant(values: tuple, _h: int) -> tuple:
+    return values

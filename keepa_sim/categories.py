@@ -36,8 +36,14 @@ CHILDREN: dict[int, tuple[int, str]] = {
 }
 
 
-def children_of(root: int) -> list[int]:
-    return [child for child, (parent, _name) in CHILDREN.items() if parent == root]
+_CHILDREN_OF: dict[int, tuple[int, ...]] = {
+    root: tuple(child for child, (parent, _name) in CHILDREN.items() if parent == root)
+    for root in ROOTS
+}
+
+
+def children_of(root: int) -> tuple[int, ...]:
+    return _CHILDREN_OF.get(root, ())
 
 
 def name(category_id: int) -> str:

@@ -11,9 +11,15 @@ A product is a deal for (price type, date range) at minute T when (keepa-api.md 
 `creationDate` = `currentSince` of the price type (when the current value was first seen).
 
 Snapshots: `page()` serves pages of 150 from a snapshot per (API key, selection without page),
-rebuilt when older than `deals.cache_ttl_s` token seconds. The matching itself is memoised per
-(selection, Keepa minute), so it is a pure function of (seed, simulator time); `truth()` reads the
-same function without the snapshot cache and without cost.
+rebuilt when older than `deals.cache_ttl_s` token seconds. The matching is memoised per
+(selection without sortType and page, Keepa minute) and shared by every sortType, which only
+sorts, applies singleVariation and caps (memoised per selection and minute), so it is all a pure
+function of (seed, simulator time); `truth()` reads the same function without the snapshot cache
+and without cost.
+
+Matching at a new minute is incremental: the static filters are evaluated once per selection,
+and each product keeps its verdict while its last update is unchanged and no time window of its
+match has expired (every time-dependent condition only turns false as time passes).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import json
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from keepa_sim import categories
 from keepa_sim.catalogue import TYPE_SLOTS, USED_CONDITION_SLOT, USED_FAMILY, Product
@@ -42,9 +49,13 @@ CSV_TYPES = 36
 USED_TYPES = frozenset({2, 9, 19, 20, 21, 22, 32})
 _AMAZON, _RANK = 0, 3
 _STOCK_WINDOW = MINUTES_PER_DAY
+_STOCK_FLAGS = frozenset({"isOutOfStock", "isBackInStock"})
+_NEVER = 1 << 62  # the expiry of a verdict that holds until the product's next update
 # Results keep their serialised pages (~300 KB per page of 150 deals): keep few of them.
 _RESULTS_KEPT = 4
 _SNAPSHOTS_KEPT = 16
+_MATCHED_KEPT = 4
+_MATCHERS_KEPT = 8
 _CONDITION_COMMENTS = {2: "Like new - packaging damaged", 3: "Very good - light wear",
                        4: "Good - visible wear", 5: "Acceptable - heavy wear"}
 
@@ -72,6 +83,42 @@ class Match:
     delta_percent: int
 
 
+class Candidate(NamedTuple):
+    """A product that passes a selection's static filters (those independent of time)."""
+
+    product: Product
+    interval: int  # its update grid, for the per-minute scan
+    offset: int
+    root: int  # where it counts in categoryCount
+    listed: bool  # passes the category filters (categoryCount counts it either way)
+
+
+class Verdict(NamedTuple):
+    """A candidate's match at its update `last_update`; holds for minutes in [valid_from,
+    valid_until)."""
+
+    last_update: int
+    valid_from: int
+    valid_until: int
+    match: Match | None
+
+
+@dataclass
+class Matcher:
+    """One selection's (without sortType/page) candidates and their latest verdicts."""
+
+    candidates: list[Candidate]
+    verdicts: list[Verdict | None]
+
+
+@dataclass
+class Matched:
+    """The unsorted matches of one selection (without sortType/page) at one Keepa minute."""
+
+    matches: list[Match]
+    category_counts: list[tuple[int, int]]
+
+
 @dataclass
 class Result:
     """The deals of one selection at one Keepa minute, sorted and capped."""
@@ -96,16 +143,21 @@ class DealEngine:
         self._config = config
         self._lock = threading.Lock()
         self._states: dict[tuple[int, int, int], TypeState] = {}
-        self._results: OrderedDict[tuple, Result] = OrderedDict()
+        self._matchers: OrderedDict[str, Matcher] = OrderedDict()
+        self._matched: OrderedDict[tuple[str, int], Matched] = OrderedDict()
+        self._results: OrderedDict[tuple[str, int], Result] = OrderedDict()
         self._snapshots: OrderedDict[tuple[str, str], Snapshot] = OrderedDict()
 
     def configure(self, config: dict, *, data_changed: bool) -> None:
+        """New knobs drop sorted results and snapshots; new data also drop the matching."""
         with self._lock:
             self._config = config
             self._snapshots.clear()
             self._results.clear()
             if data_changed:
                 self._states.clear()
+                self._matchers.clear()
+                self._matched.clear()
 
     # --- the API ---------------------------------------------------------------------------
 
@@ -150,53 +202,92 @@ class DealEngine:
         memo_key = (selection.cache_key(), minute)
         result = self._results.get(memo_key)
         if result is None:
-            result = self._compute(selection, minute)
+            matched = self._matches_at(selection, minute)
+            knobs = self._config["deals"]
+            matches = sorted(matched.matches,
+                             key=_sort_key(selection.sort_type, knobs["deal_age_field"]))
+            if "singleVariation" in selection.flags:
+                matches = _one_per_parent(matches)
+            result = Result(minute, matches[:knobs["max_results"]], matched.category_counts)
             self._results[memo_key] = result
         _keep_recent(self._results, memo_key, _RESULTS_KEPT)
         return result
 
-    def _compute(self, selection: Selection, minute: int) -> Result:
-        catalogue = self._catalogue_for(selection.domain)
-        knobs = self._config["deals"]
-        matches, counts = [], {}
-        for product in catalogue.products if catalogue else ():
-            match = self._match(product, selection, minute)
-            if match is None:
-                continue
-            root = categories.aggregate_root(product.root)
-            counts[root] = counts.get(root, 0) + 1
-            if _category_ok(product, selection):
-                matches.append(match)
-        matches.sort(key=_sort_key(selection.sort_type, knobs["deal_age_field"]))
-        if "singleVariation" in selection.flags:
-            matches = _one_per_parent(matches)
-        category_counts = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
-        return Result(minute, matches[:knobs["max_results"]], category_counts)
+    def _matches_at(self, selection: Selection, minute: int) -> Matched:
+        match_key = selection.match_key()
+        memo_key = (match_key, minute)
+        matched = self._matched.get(memo_key)
+        if matched is None:
+            matched = self._match_all(self._matcher(selection, match_key), selection, minute)
+            self._matched[memo_key] = matched
+        _keep_recent(self._matched, memo_key, _MATCHED_KEPT)
+        return matched
 
-    def _match(self, product: Product, selection: Selection, minute: int) -> Match | None:
-        if not _static_ok(product, selection):
-            return None
-        last_update = product.last_update(minute)
+    def _matcher(self, selection: Selection, match_key: str) -> Matcher:
+        matcher = self._matchers.get(match_key)
+        if matcher is None:
+            catalogue = self._catalogue_for(selection.domain)
+            candidates = [
+                Candidate(product, product.grid.interval, product.grid.offset,
+                          categories.aggregate_root(product.root),
+                          _category_ok(product, selection))
+                for product in (catalogue.products if catalogue else ())
+                if _static_ok(product, selection)]
+            matcher = Matcher(candidates, [None] * len(candidates))
+            self._matchers[match_key] = matcher
+        _keep_recent(self._matchers, match_key, _MATCHERS_KEPT)
+        return matcher
+
+    def _match_all(self, matcher: Matcher, selection: Selection, minute: int) -> Matched:
+        matches, counts = [], {}
+        verdicts = matcher.verdicts
+        for n, (product, interval, offset, root, listed) in enumerate(matcher.candidates):
+            last_update = minute - (minute - offset) % interval  # UpdateGrid, inlined
+            verdict = verdicts[n]
+            if verdict is None or verdict[0] != last_update or not (
+                    verdict[1] <= minute < verdict[2]):
+                verdict = self._verdict(product, selection, minute, last_update)
+                verdicts[n] = verdict
+            match = verdict[3]
+            if match is not None:
+                counts[root] = counts.get(root, 0) + 1
+                if listed:
+                    matches.append(match)
+        category_counts = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+        return Matched(matches, category_counts)
+
+    def _verdict(self, product: Product, selection: Selection, minute: int,
+                 last_update: int) -> Verdict:
+        """The product's match at `minute` (static filters passed) and how long it holds.
+
+        A non-match holds until the product's next update; a match until the first of its time
+        windows (12 h since the update, the date range, the 24 h stock window) expires.
+        """
+        no_match = Verdict(last_update, minute, _NEVER, None)
         if last_update < minute - RECENT_UPDATE_MINUTES or last_update < product.tracking_since:
-            return None
+            return no_match
         state = self._state(product, selection.price_type, last_update)
         if state is None:
-            return None
+            return no_match
         if "mustHaveAmazonOffer" in selection.flags and state.amazon < 0:
-            return None
+            return no_match
         if "mustNotHaveAmazonOffer" in selection.flags and state.amazon >= 0:
-            return None
+            return no_match
         if selection.warehouse_conditions is not None:
             if selection.price_type not in USED_TYPES:
-                return None
+                return no_match
             if state.condition not in selection.warehouse_conditions:
-                return None
+                return no_match
         date_ranges = range(4) if selection.date_range == 4 else (selection.date_range,)
         for date_range in date_ranges:
             match = _qualify(product, state, selection, date_range, minute)
             if match is not None and _extremes_ok(product, selection, state):
-                return match
-        return None
+                last = min(last_update + RECENT_UPDATE_MINUTES,
+                           state.since + DEAL_CHANGE_WINDOWS[date_range])
+                if selection.flags & _STOCK_FLAGS:
+                    last = min(last, state.since + _STOCK_WINDOW)
+                return Verdict(last_update, minute, last + 1, match)
+        return no_match
 
     def _state(self, product: Product, csv_type: int, last_update: int) -> TypeState | None:
         """The product's data for csv_type at its update `last_update` (memoised)."""

@@ -66,8 +66,16 @@ class Selection:
 
     def cache_key(self) -> str:
         """Everything that defines the result set, i.e. all but the page, as a string."""
+        return self._key(("page",))
+
+    def match_key(self) -> str:
+        """Everything that decides which deals match, i.e. all but the page and sortType."""
+        return self._key(("page", "sort_type"))
+
+    def _key(self, left_out: tuple[str, ...]) -> str:
         fields = asdict(self)
-        fields.pop("page")
+        for name in left_out:
+            fields.pop(name)
         return json.dumps(fields, sort_keys=True, default=sorted)
 
 
