@@ -6,6 +6,10 @@ with all token fields 0; expired key → 402; bad parameters → 400 (a malforme
 429 windows and the admission rule (balance > 0, else 429 with `tokensConsumed` 0), draws at most
 one fault, is computed, waits its latency and is charged at completion (or at admission) unless
 its fault says otherwise. Every JSON body starts with the envelope in Keepa's field order.
+
+Times on the wire: `timestamp` is simulator time (epoch ms, + skew); `refillIn` is the wall ms
+until the next refill tick (simulator ms / clock.speed, rounded up), since clients sleep in their
+own time; `processingTimeInMs` and latencies are wall ms.
 """
 
 from __future__ import annotations

@@ -1,17 +1,22 @@
-"""The simulator clock: wall speed or frozen, movable by the control API; Keepa-minute helpers.
+"""The simulator clock: `speed` × wall pace or frozen, movable by the control API; Keepa minutes.
 
-`now_ms()` is simulator time in epoch ms; deal data and Keepa minutes derive from it. Reported
-`timestamp`s add `skew_ms` (a server clock that is wrong relative to the client). The refill
-tick period is `minute_ms` of simulator time; "token seconds" are sixtieths of it.
+`now_ms()` is simulator time in epoch ms; deal data, Keepa minutes and refill ticks derive from
+it. Running, it advances `speed` simulator ms per wall ms (measured on the monotonic clock), so
+`speed 60` turns a Keepa minute into a wall second. Reported `timestamp`s add `skew_ms` (a server
+clock that is wrong relative to the client). The refill tick period is `minute_ms` of simulator
+time; "token seconds" are sixtieths of it. Durations a client sleeps on (`refillIn`) are wall ms:
+`wall_ms_for(simulator ms)`.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 
 KEEPA_EPOCH_MINUTE = 21_564_000  # minutes from 1970-01-01 to 2011-01-01 (UTC)
 MS_PER_MINUTE = 60_000
+_NS_PER_MS = 1_000_000
 
 
 def keepa_minute(epoch_ms: int) -> int:
@@ -20,28 +25,38 @@ def keepa_minute(epoch_ms: int) -> int:
 
 
 def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
+    return time.time_ns() // _NS_PER_MS
 
 
 class SimClock:
-    """Simulator time. Running: wall clock + offset. Frozen: a fixed value until moved."""
+    """Simulator time. Running: anchor + `speed` × wall time since the anchor. Frozen: fixed.
 
-    def __init__(self, *, minute_ms: int, frozen: bool = False, skew_ms: int = 0,
-                 start_ms: int | None = None):
+    `advance` and `set` take simulator ms and keep the mode; thread-safe (readers take no lock:
+    the anchor is one tuple, replaced whole under the lock).
+    """
+
+    def __init__(self, *, minute_ms: int, speed: float = 1, frozen: bool = False,
+                 skew_ms: int = 0, start_ms: int | None = None):
         self.minute_ms = minute_ms
+        self.speed = speed
         self.skew_ms = skew_ms
         self._lock = threading.Lock()
         start = wall_ms() if start_ms is None else start_ms
-        self._offset = start - wall_ms()
-        self._frozen_at: int | None = start if frozen else None
+        # (simulator ms at the anchor, monotonic ns at the anchor, frozen)
+        self._anchor: tuple[int, int, bool] = (start, time.monotonic_ns(), frozen)
 
     @property
     def frozen(self) -> bool:
-        return self._frozen_at is not None
+        return self._anchor[2]
 
     def now_ms(self) -> int:
-        frozen_at = self._frozen_at
-        return frozen_at if frozen_at is not None else wall_ms() + self._offset
+        return self._at(self._anchor, time.monotonic_ns())
+
+    def _at(self, anchor: tuple[int, int, bool], monotonic_ns: int) -> int:
+        sim_ms, anchored_ns, frozen = anchor
+        if frozen:
+            return sim_ms
+        return sim_ms + int((monotonic_ns - anchored_ns) * self.speed) // _NS_PER_MS
 
     def timestamp_ms(self) -> int:
         """What responses report as `timestamp`."""
@@ -51,30 +66,28 @@ class SimClock:
         """Simulator ms of `seconds` token seconds (60 token seconds = one refill tick)."""
         return round(seconds * self.minute_ms / 60)
 
+    def wall_ms_for(self, sim_ms: int) -> int:
+        """Wall ms in which the running clock covers `sim_ms` (rounded up, at least 1)."""
+        return max(1, math.ceil(sim_ms / self.speed))
+
     def freeze(self, frozen: bool) -> None:
         with self._lock:
-            if frozen and self._frozen_at is None:
-                self._frozen_at = self.now_ms()
-            elif not frozen and self._frozen_at is not None:
-                self._offset = self._frozen_at - wall_ms()
-                self._frozen_at = None
+            now_ns = time.monotonic_ns()
+            anchor = self._anchor
+            if frozen != anchor[2]:
+                self._anchor = (self._at(anchor, now_ns), now_ns, frozen)
 
     def advance(self, ms: int) -> None:
         with self._lock:
-            if self._frozen_at is not None:
-                self._frozen_at += ms
-            else:
-                self._offset += ms
+            sim_ms, anchored_ns, frozen = self._anchor
+            self._anchor = (sim_ms + ms, anchored_ns, frozen)
 
     def set(self, epoch_ms: int) -> None:
         with self._lock:
-            if self._frozen_at is not None:
-                self._frozen_at = epoch_ms
-            else:
-                self._offset = epoch_ms - wall_ms()
+            self._anchor = (epoch_ms, time.monotonic_ns(), self._anchor[2])
 
     def state(self) -> dict:
         now = self.now_ms()
         return {"now_ms": now, "timestamp_ms": now + self.skew_ms,
                 "keepa_minute": keepa_minute(now), "frozen": self.frozen,
-                "minute_ms": self.minute_ms, "skew_ms": self.skew_ms}
+                "minute_ms": self.minute_ms, "speed": self.speed, "skew_ms": self.skew_ms}

@@ -5,9 +5,10 @@ with `load(overrides)`; change a running one with `merge(config, overrides)`. Bo
 value and raise `ConfigError("path.to.knob: what is wrong")` — nothing is applied on error.
 
 Time units: "token seconds" (schedule `at_s`, forced 429 windows, phantom bursts, the deal cache
-TTL) are seconds of the refill clock, so 60 token seconds = one refill tick = `clock.minute_ms`.
-Everything derived from Keepa minutes (deal `lastUpdate`, the 12 h window, date ranges) follows the
-simulator clock, which runs at wall speed unless frozen.
+TTL) are seconds of the refill clock, so 60 token seconds = one refill tick = `clock.minute_ms` of
+simulator time. Everything derived from Keepa minutes (deal `lastUpdate`, the 12 h window, date
+ranges) follows the same simulator clock, which runs at `clock.speed` × wall speed unless frozen.
+Latencies and hangs are wall ms, and so is the reported `refillIn` (clients sleep in wall time).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ DOMAINS = (1, 2, 3, 4, 5, 6, 8, 9, 10, 11, 12)
 _KEY_FIELDS = ("refill_rate", "initial_tokens", "status", "flow_reduction")
 _SCHEDULE_ACTIONS = ("refill_rate", "flow_reduction", "status", "tokens")
 _MALFORMED_MODES = ("truncate", "html", "garbage")
+MAX_SPEED = 10_000  # clock.speed: about a Keepa week per wall minute
 
 
 class ConfigError(ValueError):
@@ -59,6 +61,15 @@ def _number(low=None, high=None):
             raise ValueError(f"must be a number, got {value!r}")
         if (low is not None and value < low) or (high is not None and value > high):
             raise ValueError(f"must be in [{low}, {high}], got {value}")
+        return value
+    return check
+
+
+def _positive(high):
+    def check(value):
+        _number()(value)
+        if not 0 < value <= high:  # also refuses NaN
+            raise ValueError(f"must be a number > 0 and <= {high}, got {value}")
         return value
     return check
 
@@ -244,10 +255,13 @@ KNOBS: tuple[Knob, ...] = (
          "API keys: {key: {refill_rate, initial_tokens (default 60 x rate), status: "
          "active|expired, flow_reduction}}; a config file's keys replace the default key, "
          "/_sim/config adds or updates keys", _keys),
-    Knob("clock.mode", "real", "real (wall speed), scaled (same, minute_ms < 60000) or frozen "
-         "(moves only by /_sim/clock)", _choice("real", "scaled", "frozen")),
-    Knob("clock.minute_ms", 60_000, "length of one refill tick in ms (--minute-ms); fixed after "
-         "start", _int(1, 3_600_000)),
+    Knob("clock.mode", "real", "real (runs at clock.speed), scaled (same, minute_ms < 60000) or "
+         "frozen (moves only by /_sim/clock)", _choice("real", "scaled", "frozen")),
+    Knob("clock.minute_ms", 60_000, "length of one refill tick in simulator ms (--minute-ms); "
+         "fixed after start", _int(1, 3_600_000)),
+    Knob("clock.speed", 1, "simulator ms per wall ms (--speed): deal data and refill ticks run "
+         "this many times faster than the wall clock; refillIn is reported in wall ms; fixed "
+         "after start", _positive(MAX_SPEED)),
     Knob("clock.skew_ms", 0, "added to every reported `timestamp` (server clock error)", _int()),
     Knob("clock.start_ms", None, "simulator time at start (epoch ms); null = the wall clock",
          _int(0, nullable=True)),

@@ -1,6 +1,8 @@
 """The control API under /_sim (keepa-api.md §5.7); outside Keepa's namespace, for tests only.
 
-GET  /_sim/state          clock, buckets (by key label), effective config (keys as labels)
+GET  /_sim/state          clock, buckets (by key label), effective config (keys as labels);
+                          a bucket's refill_in_ms is wall ms like refillIn, its next_tick_ms
+                          and period_ms are simulator ms
 POST /_sim/config         merge knobs (same structure as the config file) -> new config
 POST /_sim/clock          {freeze: bool, advance_ms: int, set_ms: int} -> clock state
 POST /_sim/tokens         {key, tokens, refill_rate, flow_reduction, status} -> the key's bucket

@@ -17,15 +17,16 @@ from keepa_sim.products import ProductService
 from keepa_sim.request_log import RequestLog
 from keepa_sim.token_engine import TokenEngine
 
-_FIXED_AFTER_START = ("minute_ms", "start_ms")
+_FIXED_AFTER_START = ("minute_ms", "speed", "start_ms")
 
 
 class Simulator:
     def __init__(self, config: dict):
         self.config = config
         clock = config["clock"]
-        self.clock = SimClock(minute_ms=clock["minute_ms"], frozen=sim_config.is_frozen(config),
-                              skew_ms=clock["skew_ms"], start_ms=clock["start_ms"])
+        self.clock = SimClock(minute_ms=clock["minute_ms"], speed=clock["speed"],
+                              frozen=sim_config.is_frozen(config), skew_ms=clock["skew_ms"],
+                              start_ms=clock["start_ms"])
         self.stopping = threading.Event()  # set on shutdown: interrupts latency and hangs
         self._catalogue_lock = threading.Lock()
         self._catalogues: dict[int, Catalogue] = {}

@@ -11,7 +11,9 @@
   from the same bucket each tick and in bursts.
 
 All state changes happen under one lock, lazily: every call first catches the buckets up to
-"now" of the simulator clock, which makes the result a pure function of the clock.
+"now" of the simulator clock, which makes the result a pure function of the clock. Times inside
+are simulator ms; the reported `refillIn` (and `refill_in_ms` of `describe`) is the wall ms until
+the next tick (`SimClock.wall_ms_for`), because clients sleep in their own time.
 """
 
 from __future__ import annotations
@@ -242,7 +244,7 @@ class TokenEngine:
         with self._lock:
             now = self.clock.now_ms()
             self._catch_up(now)
-            return _fields(self._buckets[key], now)
+            return _fields(self._buckets[key], now, self.clock)
 
     def admit(self, key: str) -> tuple[bool, dict]:
         """Keepa's admission rule: a paid request runs while the balance is positive."""
@@ -254,7 +256,7 @@ class TokenEngine:
             admitted = bucket.tokens > 0
             if not admitted:
                 bucket.rejected += 1
-            return admitted, _fields(bucket, now)
+            return admitted, _fields(bucket, now, self.clock)
 
     def charge(self, key: str, cost: int) -> tuple[int, dict]:
         """Deduct `cost` (negatives allowed); returns (balance before, token fields after)."""
@@ -265,7 +267,7 @@ class TokenEngine:
             before = bucket.tokens
             bucket.tokens -= cost
             bucket.consumed += cost
-            return before, _fields(bucket, now)
+            return before, _fields(bucket, now, self.clock)
 
     def set(self, key: str, change: dict) -> dict:
         """Control API: change tokens / refill_rate / flow_reduction / status of a key now."""
@@ -274,7 +276,7 @@ class TokenEngine:
             self._catch_up(now)
             bucket = self._buckets[key]
             self._apply(bucket, change, now, self._config)
-            return _describe(bucket, now)
+            return _describe(bucket, now, self.clock)
 
     def knows(self, key: str) -> bool:
         return key in self._buckets
@@ -283,27 +285,30 @@ class TokenEngine:
         with self._lock:
             now = self.clock.now_ms()
             self._catch_up(now)
-            return _describe(self._buckets[key], now)
+            return _describe(self._buckets[key], now, self.clock)
 
     def describe_all(self) -> dict[str, dict]:
         with self._lock:
             now = self.clock.now_ms()
             self._catch_up(now)
-            return {key: _describe(bucket, now) for key, bucket in self._buckets.items()}
+            return {key: _describe(bucket, now, self.clock)
+                    for key, bucket in self._buckets.items()}
 
 
 def _settings_or_none(config: dict, key: str) -> dict | None:
     return key_settings(config, key) if config and key in config["keys"] else None
 
 
-def _fields(bucket: Bucket, now: int) -> dict:
+def _fields(bucket: Bucket, now: int, clock: SimClock) -> dict:
     flow = bucket.flow_reduction
-    return {"tokensLeft": bucket.tokens, "refillIn": bucket.refill_in(now),
+    return {"tokensLeft": bucket.tokens, "refillIn": clock.wall_ms_for(bucket.refill_in(now)),
             "refillRate": bucket.effective_rate,
             "tokenFlowReduction": int(flow) if float(flow).is_integer() else flow}
 
 
-def _describe(bucket: Bucket, now: int) -> dict:
+def _describe(bucket: Bucket, now: int, clock: SimClock) -> dict:
+    """A bucket for the control API: refill_in_ms in wall ms (like refillIn), other times in
+    simulator ms."""
     return {
         "tokens": bucket.tokens, "refill_rate": bucket.rate,
         "effective_rate": bucket.effective_rate,
@@ -311,7 +316,7 @@ def _describe(bucket: Bucket, now: int) -> dict:
         "pending_flow_reduction": (None if bucket.pending_flow is None else
                                    {"at_ms": bucket.pending_flow[0],
                                     "value": bucket.pending_flow[1]}),
-        "status": bucket.status, "refill_in_ms": bucket.refill_in(now),
+        "status": bucket.status, "refill_in_ms": clock.wall_ms_for(bucket.refill_in(now)),
         "next_tick_ms": bucket.last_tick + bucket.period, "period_ms": bucket.period,
         "consumed": bucket.consumed, "requests": bucket.requests, "rejected_429": bucket.rejected,
         "phantom_spent": bucket.phantom_spent,
