@@ -9,10 +9,14 @@ waits, and a crash or a slice end loses at most one page. The expensive part, /p
 only to the enrichment queue (enrichment.py: never enriched → lastUpdate moved → enrichment
 older than ENRICH_MAX_AGE_H); an unchanged deal enriched within that age costs nothing.
 
-Order: while both have work, pages get at least SCAN_TOKEN_SHARE of the run's tokens (the
-changed-deal lag is one sweep) and enrichment batches (one refill tick of ASINs each) the rest.
-After the sweep's last page the run works on the queue until it is empty or the slice ends, so
-a sweep starts at most once per backfill interval and a small query is not re-read in a loop.
+Order: while both have work, pages get SCAN_TOKEN_SHARE of the sweep's tokens (the changed-deal
+lag is one sweep) and enrichment the rest, in whole batches (one refill tick of ASINs each) once
+it has earned one. The cursor carries the sweep's page and enrichment tokens, so the split holds
+across runs.
+A sweep starts at most once per backfill interval: when the sweep that just ended started at
+least an interval ago (a large query) the next one begins at once; otherwise (a small query)
+the run works on the queue until it is empty or the slice ends, and the query is not re-read
+in a loop.
 Tokens are waited for at PRIORITY_BACKFILL; the slice ending while waiting ends the run cleanly
 ("partial") and the next run resumes at the cursor.
 """
@@ -49,6 +53,8 @@ class Cursor:
     last_sweep_finished_at: int | None = None
     last_sweep_started_at: int | None = None
     last_sweep_pages: int | None = None
+    page_tokens: int = 0  # what this sweep spent on pages ...
+    enrich_tokens: int = 0  # ... and on enrichment (saved with each page)
 
     @classmethod
     def from_state(cls, value: dict | None, *, now: int) -> Cursor:
@@ -60,11 +66,19 @@ class Cursor:
     def to_state(self) -> dict:
         return asdict(self)
 
-    def after(self, page: ParsedPage, *, now: int) -> Cursor:
-        """The cursor once `page` (the cursor's page) is written."""
+    def after(self, page: ParsedPage, *, now: int, page_tokens: int = 0,
+              enrich_tokens: int = 0) -> Cursor:
+        """The cursor once `page` (the cursor's page) is written, with the tokens spent on it
+        and on enrichment since the last page."""
         if page.is_last_page or self.page >= LAST_PAGE_INDEX:
             return Cursor(self.sweep_id + 1, 0, now, now, self.sweep_started_at, self.page + 1)
-        return replace(self, page=self.page + 1)
+        return replace(self, page=self.page + 1, page_tokens=self.page_tokens + page_tokens,
+                       enrich_tokens=self.enrich_tokens + enrich_tokens)
+
+    def enrichment_allowance(self, unsaved_enrich_tokens: int) -> float:
+        """Tokens enrichment may spend before the sweep's next page, by SCAN_TOKEN_SHARE."""
+        earned = self.page_tokens * (1 - SCAN_TOKEN_SHARE) / SCAN_TOKEN_SHARE
+        return earned - self.enrich_tokens - unsaved_enrich_tokens
 
     @property
     def listed_since(self) -> int:
@@ -78,14 +92,21 @@ def backfill_slice(run: TaskRun) -> bool:
     for enrichment (True)."""
     cursor = Cursor.from_state(run.load_state(CURSOR_STATE), now=int(time.time()))
     sweep = cursor.sweep_id
+    interval_s = run.services.settings.backfill_interval_s
+    unsaved = 0  # enrichment tokens not yet in the cursor
     while not run.past_deadline():
+        if cursor.sweep_id != sweep and cursor.last_sweep_started_at <= time.time() - interval_s:
+            sweep = cursor.sweep_id  # the sweep that ended took longer than an interval
         sweeping = cursor.sweep_id == sweep
-        batch = [] if sweeping and _pages_turn(run) else enrichment.next_batch(
-            run, run.batch_size(), seen_since=cursor.listed_since)
+        size = run.batch_size()
+        if sweeping and cursor.enrichment_allowance(unsaved) < size:
+            cursor, unsaved = _scan_page(run, cursor, unsaved), 0
+            continue
+        batch = enrichment.next_batch(run, size, seen_since=cursor.listed_since)
         if batch:
-            enrichment.enrich_batch(run, batch)
+            unsaved += enrichment.enrich_batch(run, batch)
         elif sweeping:
-            cursor = _scan_page(run, cursor)
+            cursor, unsaved = _scan_page(run, cursor, unsaved), 0
         else:
             return True
     return False
@@ -95,18 +116,15 @@ run_backfill = local_runner(SPEC, backfill_slice)
 backfill_deals = celery_task("keepa_deals.backfiller.backfill_deals", SPEC, backfill_slice)
 
 
-def _pages_turn(run: TaskRun) -> bool:
-    """True while pages have had less than SCAN_TOKEN_SHARE of this run's tokens."""
-    pages = run.detail.get("tokens_pages", 0)
-    enriching = sum(run.detail.get(f"tokens_{reason}", 0) for reason in enrichment.REASONS)
-    return pages * (1 - SCAN_TOKEN_SHARE) <= enriching * SCAN_TOKEN_SHARE
-
-
-def _scan_page(run: TaskRun, cursor: Cursor) -> Cursor:
-    """Read the cursor's page and commit its deals with the next cursor."""
+def _scan_page(run: TaskRun, cursor: Cursor, enrich_tokens: int) -> Cursor:
+    """Read the cursor's page and commit its deals with the next cursor (which counts the
+    page's tokens and `enrich_tokens` spent since the last page)."""
     run.progress(f"sweep {cursor.sweep_id}, reading page {cursor.page}")
+    spent_before = run.detail.get("tokens_pages", 0)
     page, server_now = run.fetch_deal_page(run.selection, cursor.page)
-    following = cursor.after(page, now=int(time.time()))
+    following = cursor.after(page, now=int(time.time()),
+                             page_tokens=run.detail.get("tokens_pages", 0) - spent_before,
+                             enrich_tokens=enrich_tokens)
     run.commit(page.records, CURSOR_STATE, following.to_state(), server_now=server_now)
     if following.sweep_id != cursor.sweep_id:
         run.count("sweeps_finished")

@@ -31,6 +31,7 @@ PRIORITY_BACKFILL = 1
 # share goes to reading the query's pages (change detection: the changed-deal lag is one scan),
 # the rest to enrichment (new -> changed -> stale). bench/bench_keepa_day.py measures the split.
 SCAN_TOKEN_SHARE = 0.75
+ENRICH_REASONS = ("new", "changed", "refresh")  # the enrichment queue's tiers, most urgent first
 
 # --- Keepa plan sizes (tokens per minute) used to say what the next plan would give; Keepa's
 # price list (keepa.com, API → plans) is the authority and may change.

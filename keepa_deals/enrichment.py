@@ -27,8 +27,6 @@ from keepa_deals.task_runtime import TaskRun
 
 log = logging.getLogger(__name__)
 
-REASONS = ("new", "changed", "refresh")
-
 
 def next_batch(run: TaskRun, size: int, *, seen_since: int) -> list[QueuedDeal]:
     """The `size` most urgent deals to enrich among those seen at or after `seen_since`."""
@@ -37,18 +35,20 @@ def next_batch(run: TaskRun, size: int, *, seen_since: int) -> list[QueuedDeal]:
                                seen_since=seen_since)
 
 
-def enrich_batch(run: TaskRun, queued: Sequence[QueuedDeal]) -> None:
-    """Fetch /product for the queued deals (one call) and commit what it returned."""
+def enrich_batch(run: TaskRun, queued: Sequence[QueuedDeal]) -> int:
+    """Fetch /product for the queued deals (one call) and commit what it returned; returns
+    the tokens the server charged."""
     stored = db.deal_records(run.conn, [item.asin for item in queued])
     targets = [item for item in queued if item.asin in stored]  # the janitor may have run
     if not targets:
-        return
+        return 0
     products, tokens = run.fetch_products([item.asin for item in targets])
     now = int(time.time())
     enriched = [_enriched(run, stored[item.asin], products.get(item.asin), now)
                 for item in targets]
     run.commit_enrichment(enriched, {item.asin: item.last_update_at for item in targets})
     _attribute(run, tokens, Counter(item.reason for item in targets))
+    return tokens
 
 
 def _enriched(run: TaskRun, record: deals.DealRecord, product, now: int) -> deals.DealRecord:

@@ -34,6 +34,7 @@ from keepa_deals import db
 from keepa_deals.constants import (
     DEAL_PAGE_COST,
     DEAL_PAGE_SIZE,
+    ENRICH_REASONS,
     KEEPA_PLAN_RATES,
     MAX_DEALS_PER_QUERY,
     SCAN_TOKEN_SHARE,
@@ -43,7 +44,6 @@ from keepa_deals.constants import (
 
 WINDOW_S = 3600
 LAG_KINDS = ("new", "changed")
-ENRICH_REASONS = ("new", "changed", "refresh")  # enrichment.REASONS
 TOKEN_USES = ("pages", *ENRICH_REASONS)
 
 

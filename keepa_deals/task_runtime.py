@@ -284,23 +284,21 @@ class TaskRun:
         """("new" | "changed", lag_s) per written deal, lags in server time.
 
         A deal inserted with a creationDate since the collector started (COLLECTING_SINCE_STATE,
-        server time) is new: its lag counts from creationDate. Any other inserted deal (the
-        first scan, a deal back in the query) and a stored deal whose lastUpdate moved count
-        as changed, from their lastUpdate.
+        server time) is new: its lag counts from creationDate. A stored deal whose lastUpdate
+        moved is changed: its lag counts from the new lastUpdate. Other inserts (the first
+        scan's backlog, a deal back in the query) have no earlier version to measure from.
         """
         collecting_since = db.get_state(self.conn, COLLECTING_SINCE_STATE)
         if collecting_since is None:
             collecting_since = server_now
             db.set_state(self.conn, COLLECTING_SINCE_STATE, server_now)
         latest = {record.asin: record for record in rows}
-        samples = []
-        for asin in result.new_asins | result.moved_asins:
-            record = latest[asin]
-            created = record.deal_created_at
-            if asin in result.new_asins and created is not None and created >= collecting_since:
+        samples = [("changed", max(0, server_now - latest[asin].last_update_at))
+                   for asin in result.moved_asins]
+        for asin in result.new_asins:
+            created = latest[asin].deal_created_at
+            if created is not None and created >= collecting_since:
                 samples.append(("new", max(0, server_now - created)))
-            else:
-                samples.append(("changed", max(0, server_now - record.last_update_at)))
         return samples
 
 

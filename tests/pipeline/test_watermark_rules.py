@@ -13,7 +13,7 @@ from dataclasses import replace
 import pytest
 
 from keepa_deals.backfiller import LAST_PAGE_INDEX, Cursor
-from keepa_deals.constants import DEAL_PAGE_SIZE
+from keepa_deals.constants import DEAL_PAGE_SIZE, SCAN_TOKEN_SHARE
 from keepa_deals.deals import DealRecord, ParsedPage
 from keepa_deals.simple_task import (
     INITIAL_LOOKBACK_S,
@@ -203,3 +203,19 @@ def test_cursor_state_round_trips_and_starts_a_first_sweep():
     assert first.listed_since == 0, "before the first sweep ends every stored deal is listed"
     legacy = Cursor.from_state({"sweep_id": 4, "page": 2, "index": 30}, now=NOW)
     assert (legacy.sweep_id, legacy.page) == (4, 2), "a cursor of the previous version resumes"
+
+
+def test_enrichment_earns_its_share_of_the_sweep_across_runs():
+    page = page_of([deal("P", NOW)], full=True)
+    cursor = Cursor(sweep_id=1, sweep_started_at=NOW)
+    for _ in range(12):  # 12 pages of 5 tokens: 60 page tokens, 20 earned at a 75 % share
+        cursor = cursor.after(page, now=NOW, page_tokens=5)
+    assert cursor.enrichment_allowance(0) == pytest.approx(60 * (1 - SCAN_TOKEN_SHARE)
+                                                            / SCAN_TOKEN_SHARE)
+    cursor = cursor.after(page, now=NOW, page_tokens=5, enrich_tokens=20)
+    assert Cursor.from_state(cursor.to_state(), now=0) == cursor, "the split survives a restart"
+    assert cursor.enrichment_allowance(unsaved_enrich_tokens=3) == pytest.approx(
+        65 * (1 - SCAN_TOKEN_SHARE) / SCAN_TOKEN_SHARE - 20 - 3)
+    last = page_of([deal("L", NOW)], full=False)
+    fresh = cursor.after(last, now=NOW, page_tokens=5)
+    assert (fresh.page_tokens, fresh.enrich_tokens) == (0, 0), "a new sweep starts even"
