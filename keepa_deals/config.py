@@ -118,7 +118,7 @@ def load_settings(
         database_path=reader.path("DATABASE_PATH", str(var_dir / "deals.db")),
         query_path=reader.path("KEEPA_QUERY_PATH", "keepa_query.json"),
         backfill_interval_s=reader.number("BACKFILL_INTERVAL_S", 60, low=0.1),
-        upsert_interval_s=reader.number("UPSERT_INTERVAL_S", 120, low=0.1),
+        upsert_interval_s=reader.number("UPSERT_INTERVAL_S", 60, low=0.1),
         janitor_interval_s=reader.number("JANITOR_INTERVAL_S", 3600, low=1),
         task_slice_s=reader.number("TASK_SLICE_S", 240, low=1),
         lock_ttl_s=reader.number("LOCK_TTL_S", 30, low=0.5, high=600),

@@ -41,6 +41,7 @@ KEEPA_PLAN_RATES = (20, 60, 250, 500, 1000, 2000, 4000)
 DEAL_PAGE_SIZE = 150
 DEAL_PAGE_COST = 5  # an estimate for the reservation; reconciled with tokensConsumed
 MAX_DEALS_PER_QUERY = 10_000
+DEAL_RESULT_CACHE_MS = 120_000  # Keepa serves a query's result set from a 120 s cache
 MAX_ASINS_PER_PRODUCT_CALL = 100
 KEEPA_EPOCH_OFFSET_MINUTES = 21_564_000  # minutes from 1970-01-01 to 2011-01-01 (UTC)
 UNKNOWN_ROOT_CATEGORY = 9_223_372_036_854_775_807

@@ -25,20 +25,34 @@ Watermark rules (a creationDate, in server time):
 simulator with a fast clock and the real API behave alike. A deal without a creationDate counts
 by its lastUpdate. The first run, without a watermark, looks back INITIAL_LOOKBACK_S; older
 deals are the backfiller's.
+
+Keepa serves a query's result set from a cache for 120 s (DEAL_RESULT_CACHE_MS): a read before
+it expires pays 5 tokens for the answer already read. So a run first asks the free /token for
+the server's clock; when the last read (READ_AT_STATE, server ms) is younger than the cache, it
+waits for the expiry if that comes within one Keepa minute, else it ends at once ("cached"). The
+newest page is thus read about every two minutes, as soon as it can hold something new.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 
 from keepa_deals import enrichment
 from keepa_deals.backfiller import LAST_PAGE_INDEX
-from keepa_deals.constants import PRIORITY_UPSERTER, TASK_UPSERT, UPSERT_LOCK
+from keepa_deals.constants import (
+    DEAL_RESULT_CACHE_MS,
+    PRIORITY_UPSERTER,
+    TASK_UPSERT,
+    UPSERT_LOCK,
+)
 from keepa_deals.db import QueuedDeal
 from keepa_deals.deals import DealRecord, ParsedPage
 from keepa_deals.task_runtime import TaskRun, TaskSpec, celery_task, local_runner
 
 WATERMARK_STATE = "upsert_watermark"
+READ_AT_STATE = "upsert_read_at_ms"  # server time of the last read of the newest page
+KEEPA_MINUTE_MS = 60_000
 SPEC = TaskSpec(TASK_UPSERT, UPSERT_LOCK, PRIORITY_UPSERTER)
 NEWEST_FIRST = 1  # sortType 1: deal age (creationDate), newest first
 OVERLAP_S = 10 * 60
@@ -104,6 +118,13 @@ def read_window(fetch: Callable[[int], tuple[ParsedPage, int]],
     return recent, now
 
 
+def cache_wait_ms(last_read_ms: int | None, server_now_ms: int) -> int:
+    """Server ms until the result cached by the last read expires (0: a read gets news)."""
+    if last_read_ms is None:
+        return 0
+    return max(0, min(last_read_ms, server_now_ms) + DEAL_RESULT_CACHE_MS - server_now_ms)
+
+
 def is_new_or_changed(record: DealRecord, stored: tuple | None) -> bool:
     """True when the deals table lacks the ASIN or holds an older lastUpdate."""
     return stored is None or record.last_update_at > stored[0]
@@ -113,12 +134,18 @@ def is_new_or_changed(record: DealRecord, stored: tuple | None) -> bool:
 
 def upsert_recent(run: TaskRun) -> bool:
     """Store the window's new or changed deals with the watermark, then enrich the new ones."""
+    if not wait_for_fresh_result(run):
+        run.detail["stopped"] = "Keepa's cached result holds nothing new yet"
+        return True
     watermark = run.load_state(WATERMARK_STATE)
     selection = {**run.selection, "sortType": NEWEST_FIRST}
 
     def fetch(number: int) -> tuple[ParsedPage, int]:
         run.progress(f"reading recent deals, page {number}")
-        return run.fetch_deal_page(selection, number)
+        page, server_now = run.fetch_deal_page(selection, number)
+        if number == 0:
+            run.save_state(READ_AT_STATE, run.gate.last_envelope.timestamp_ms)
+        return page, server_now
 
     window, now = read_window(fetch, watermark)
     if not window:
@@ -129,6 +156,19 @@ def upsert_recent(run: TaskRun) -> bool:
     run.commit(changed, WATERMARK_STATE,
                advance_watermark(watermark, created_at(window[-1]), now), server_now=now)
     enrich_new(run, never_enriched(window, stored))
+    return True
+
+
+def wait_for_fresh_result(run: TaskRun) -> bool:
+    """True once a read of the newest page can bring news: at once, or after sleeping until
+    the cached result expires when that is within one Keepa minute; False (skip this run)
+    when it is further away."""
+    wait_ms = cache_wait_ms(run.load_state(READ_AT_STATE), run.client.token_status().timestamp_ms)
+    if wait_ms > KEEPA_MINUTE_MS:
+        return False
+    if wait_ms:  # server ms; one Keepa minute lasts one refill period here
+        run.progress("waiting for Keepa's cached result to expire")
+        time.sleep(wait_ms / KEEPA_MINUTE_MS * run.services.settings.refill_period_ms / 1000)
     return True
 
 

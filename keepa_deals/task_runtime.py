@@ -53,7 +53,7 @@ from keepa_deals.keepa_api import (
 )
 from keepa_deals.locks import LeaseLock, LeaseLost, LockHeld
 from keepa_deals.redis_server import RedisUnavailable, connect, redis_url_for
-from keepa_deals.tokens import TokenBucket, TokenStarvedError, TokenWaitTimeout
+from keepa_deals.tokens import URGENT_HEADROOM, TokenBucket, TokenStarvedError, TokenWaitTimeout
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +114,9 @@ class PipelineServices:
     def from_settings(cls, settings: Settings,
                       redis_client: redis.Redis | None = None) -> PipelineServices:
         client = redis_client or connect(redis_url_for(settings, start=True))
-        return cls(settings, client, TokenBucket(client,
-                                                 refill_period_ms=settings.refill_period_ms))
+        bucket = TokenBucket(client, refill_period_ms=settings.refill_period_ms,
+                             urgent_headroom=URGENT_HEADROOM)
+        return cls(settings, client, bucket)
 
 class MeteredGate:
     """A TokenGate that forwards to the bucket and remembers what the run needs to report.
@@ -270,6 +271,11 @@ class TaskRun:
             self.count("inserted", result.inserted)
             self.count("changed", len(result.moved_asins))
         return result
+
+    def save_state(self, name: str, value) -> None:
+        """Write one pipeline_state value in its own transaction (hints, not checkpoints)."""
+        with db.transaction(self.conn):
+            db.set_state(self.conn, name, value)
 
     def commit_enrichment(self, records: Sequence[DealRecord], enriched_for: dict[str, int]
                           ) -> None:

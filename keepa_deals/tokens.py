@@ -32,10 +32,18 @@ from pathlib import Path
 
 import redis
 
-from keepa_deals.constants import BUCKET_KEY_PREFIX, PRIORITY_BACKFILL, PRIORITY_UPSERTER
+from keepa_deals.constants import (
+    BUCKET_KEY_PREFIX,
+    DEAL_PAGE_COST,
+    PRIORITY_BACKFILL,
+    PRIORITY_UPSERTER,
+)
 from keepa_deals.envelope import TokenEnvelope
 
 GUARANTEED_SHARE = 0.35  # a waiting class below this share of recent tokens is served first
+# What the pipeline's less urgent requests leave available (TokenBucket urgent_headroom): the
+# upserter's next newest page, so it never waits a refill tick behind the backfiller.
+URGENT_HEADROOM = DEAL_PAGE_COST
 SHARE_WINDOW_TICKS = 10  # the share counters halve once per this many refill periods
 DEFAULT_RESERVATION_TTL_MS = 120_000  # > the longest request; a dead holder's tokens come back
 HISTORY_LENGTH = 480  # balance samples kept for the dashboard chart
@@ -121,17 +129,24 @@ def _load_scripts(client: redis.Redis) -> dict:
 
 
 class TokenBucket:
-    """The shared bucket; implements keepa_api.TokenGate (reserve / reconcile / sync)."""
+    """The shared bucket; implements keepa_api.TokenGate (reserve / reconcile / sync).
+
+    `urgent_headroom` > 0: a request less urgent than PRIORITY_UPSERTER is granted only when it
+    leaves that many tokens available (acquire.lua says when the rule yields); 0 is Keepa's
+    plain rule for every priority.
+    """
 
     def __init__(self, redis_client: redis.Redis, *, refill_period_ms: int = 60_000,
                  name: str = "default",
-                 reservation_ttl_ms: int = DEFAULT_RESERVATION_TTL_MS):
+                 reservation_ttl_ms: int = DEFAULT_RESERVATION_TTL_MS,
+                 urgent_headroom: int = 0):
         if refill_period_ms <= 0:
             raise ValueError(f"refill_period_ms must be positive, got {refill_period_ms}")
         self.redis = redis_client
         self.name = name
         self.period_ms = int(refill_period_ms)
         self.reservation_ttl_ms = int(reservation_ttl_ms)
+        self.urgent_headroom = int(urgent_headroom)
         self.keys = BucketKeys.named(name)
         self._scripts = _load_scripts(redis_client)
 
@@ -289,7 +304,8 @@ class TokenBucket:
              keys.tasks],
             [cost, priority, request_id, _opt(now_ms), self.period_ms, self.reservation_ttl_ms,
              GUARANTEED_SHARE, SHARE_WINDOW_TICKS * self.period_ms, self._yield_ms,
-             max(self.period_ms, _MIN_WAITER_GRACE_MS), waited_ms, task, int(peek)],
+             max(self.period_ms, _MIN_WAITER_GRACE_MS), waited_ms, task, int(peek),
+             self.urgent_headroom if priority > PRIORITY_UPSERTER else 0],
         )
         verdict = _text(reply[0])
         if verdict == "starved":

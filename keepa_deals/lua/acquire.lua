@@ -7,15 +7,21 @@
 -- ARGV[10] waiter grace ms  ARGV[11] ms the caller already slept for this request (ledger)
 -- ARGV[12] task name  ARGV[13] '1' = peek: decide exactly the same way but write nothing (no
 -- reservation, no waiter, no purge; TokenBucket.eta_ms)
+-- ARGV[14] headroom: tokens this request must leave available for more urgent classes (0 for
+--   the most urgent class)
 -- Returns {'grant', available_after} | {'wait', wait_ms, reason} | {'sync'} | {'starved'}
 --   reason: 'tokens' (refill needed, or the server answered 429 before its next tick),
 --           'yield' (a request that goes first is due),
 --           'inflight' (refill rate 0, only in-flight reservations hold the balance).
 -- Rule (Keepa admits any request while its balance is > 0): grant when
 --   available = balance - live reservations > 0, no due waiter goes first and the last 429's
---   refill tick (state.blocked_until) has passed, whatever the cost.
--- Wait = time to the next tick + (ticks - 1) * period, ticks = ceil((1 - available) / rate),
---   and never less than the time left until blocked_until.
+--   refill tick (state.blocked_until) has passed, whatever the cost; a request with a headroom
+--   must also leave `headroom` tokens available, unless cost + headroom exceeds the bucket's
+--   ceiling (60 x rate: no size is ever impossible) or its class is owed its share, so an
+--   urgent request finds tokens at once instead of waiting for the next tick.
+-- Wait = time to the next tick + (ticks - 1) * period, ticks = ceil(tokens missing / rate)
+--   (1 - available, or what the headroom lacks), never less than the time left until
+--   blocked_until.
 
 local cost = tonumber(ARGV[1])
 local priority = tonumber(ARGV[2])
@@ -26,6 +32,7 @@ local min_share = tonumber(ARGV[7])
 local window = tonumber(ARGV[8])
 local yield_ms = tonumber(ARGV[9])
 local peek = ARGV[13] == '1'
+local headroom = tonumber(ARGV[14])
 
 local function write(...)
   if not peek then
@@ -79,7 +86,14 @@ for _, waiter in ipairs(live_waiters(KEYS[3], now, peek)) do
   end
 end
 
-if available > 0 and not blocked and throttled_ms <= 0 then
+-- Tokens short of this request's headroom (0 when it has none, could never have it, or its
+-- class is owed its guaranteed share).
+local short = 0
+if headroom > 0 and cost + headroom <= 60 * state.rate and not owed(priority) then
+  short = math.max(0, cost + headroom - available)
+end
+
+if available > 0 and short == 0 and not blocked and throttled_ms <= 0 then
   write('HSET', KEYS[2], id, string.format('%d:%d:%d', cost, now + tonumber(ARGV[6]), priority))
   write('HDEL', KEYS[3], id)
   write('HINCRBYFLOAT', KEYS[4], 'p' .. priority, cost)
@@ -95,6 +109,8 @@ end
 local wait, reason
 if available > 0 and blocked then
   wait, reason = yield_ms, 'yield'
+elseif available > 0 and short > 0 then
+  wait, reason = (state.next_tick - now) + (math.ceil(short / state.rate) - 1) * period, 'tokens'
 elseif available > 0 then
   wait, reason = throttled_ms, 'tokens'
 elseif state.rate <= 0 then
@@ -104,7 +120,7 @@ elseif state.rate <= 0 then
   end
   wait, reason = period, 'inflight'
 else
-  local ticks = math.ceil((1 - available) / state.rate)
+  local ticks = math.ceil(math.max(1 - available, short) / state.rate)
   wait, reason = (state.next_tick - now) + (ticks - 1) * period, 'tokens'
 end
 if throttled_ms > wait then

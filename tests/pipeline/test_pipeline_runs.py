@@ -77,9 +77,9 @@ def test_a_sweep_fetches_products_only_for_deals_whose_last_update_moved(sim_fac
     assert run_backfill(services, slice_s=60).outcome == "ok"
     fetched_first = len(product_batches(sim))
 
-    assert run_backfill(services, slice_s=60).outcome == "ok"
+    second = run_backfill(services, slice_s=60)
+    assert second.outcome == "ok" and second.detail["sweeps_finished"] >= 1
     assert len(product_batches(sim)) == fetched_first, "an unchanged sweep costs no /product"
-    assert state(database, CURSOR_STATE)["sweep_id"] == 3
 
     before = stored_deals(database)
     sim.clock(advance_ms=40 * KEEPA_MINUTE_MS)
@@ -174,6 +174,27 @@ def test_upserter_reads_pages_by_creation_however_last_update_is_scattered(
                     if created < watermark - OVERLAP_S and updated >= watermark - OVERLAP_S)
         assert moved > 150, "old deals updated recently are spread over every page"
         assert report.detail["pages"] <= 2 + -(-new // 150)
+
+
+def test_upserter_pays_for_the_newest_page_only_once_keepas_cached_result_expired(
+        sim_factory, services_for):
+    sim = frozen_sim(sim_factory)
+    services, _ = services_for(sim)
+
+    def newest_page_reads() -> int:
+        return sum(1 for entry in deal_requests(sim)
+                   if json.loads(entry["params"]["selection"]).get("sortType") == 1)
+
+    assert run_upserter(services).outcome == "ok"
+    assert newest_page_reads() == 1
+    sim.clock(advance_ms=30_000)  # the cache expires in 90 s: more than a Keepa minute away
+    skipped = run_upserter(services)
+    assert skipped.outcome == "ok" and "cached" in skipped.detail["stopped"]
+    assert newest_page_reads() == 1, "no tokens for the answer already read"
+    sim.clock(advance_ms=70_000)  # expires in 20 s: the run waits for it, then reads
+    assert run_upserter(services).outcome == "ok"
+    assert newest_page_reads() == 2
+    assert [e["cost"] for e in deal_requests(sim)] == [5, 5]
 
 
 def test_upserter_waits_for_tokens_and_keeps_its_watermark_when_the_slice_ends(

@@ -13,12 +13,13 @@ from dataclasses import replace
 import pytest
 
 from keepa_deals.backfiller import LAST_PAGE_INDEX, Cursor
-from keepa_deals.constants import DEAL_PAGE_SIZE, SCAN_TOKEN_SHARE
+from keepa_deals.constants import DEAL_PAGE_SIZE, DEAL_RESULT_CACHE_MS, SCAN_TOKEN_SHARE
 from keepa_deals.deals import DealRecord, ParsedPage
 from keepa_deals.simple_task import (
     INITIAL_LOOKBACK_S,
     OVERLAP_S,
     advance_watermark,
+    cache_wait_ms,
     is_new_or_changed,
     never_enriched,
     read_window,
@@ -219,3 +220,11 @@ def test_enrichment_earns_its_share_of_the_sweep_across_runs():
     last = page_of([deal("L", NOW)], full=False)
     fresh = cursor.after(last, now=NOW, page_tokens=5)
     assert (fresh.page_tokens, fresh.enrich_tokens) == (0, 0), "a new sweep starts even"
+
+
+def test_the_newest_page_is_read_again_once_keepas_cached_result_expired():
+    now_ms = NOW * 1000
+    assert cache_wait_ms(None, now_ms) == 0
+    assert cache_wait_ms(now_ms - DEAL_RESULT_CACHE_MS, now_ms) == 0
+    assert cache_wait_ms(now_ms - 30_000, now_ms) == DEAL_RESULT_CACHE_MS - 30_000
+    assert cache_wait_ms(now_ms + 50_000, now_ms) == DEAL_RESULT_CACHE_MS, "future = now"

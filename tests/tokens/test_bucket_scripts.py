@@ -305,3 +305,31 @@ def test_bad_arguments_get_clear_errors(bucket):
         bucket.acquire("5", BACK, "t")
     with pytest.raises(ValueError, match="refill_period_ms"):
         TokenBucket(bucket.redis, refill_period_ms=0)
+
+
+@pytest.fixture
+def headroom_bucket(redis_client):
+    return TokenBucket(redis_client, refill_period_ms=PERIOD, name="headroom",
+                       reservation_ttl_ms=5_000, urgent_headroom=5)
+
+
+def test_a_less_urgent_request_leaves_the_headroom_for_the_upserter(headroom_bucket):
+    bucket = headroom_bucket
+    bucket.sync(env(ts=10, left=24, refill_in=400, rate=20), now_ms=1_000)
+    assert bucket.acquire(20, BACK, "t", now_ms=1_000) == Wait(400, "tokens"), \
+        "24 - 20 < 5: it waits for the next tick"
+    granted = bucket.acquire(19, BACK, "t", now_ms=1_000)
+    assert isinstance(granted, Grant) and granted.available_after == 5
+    urgent = bucket.acquire(5, UP, "t", now_ms=1_000)
+    assert isinstance(urgent, Grant), "the upserter finds its page's tokens at once"
+    assert bucket.acquire(20, BACK, "t", now_ms=1_000) == Wait(1_400, "tokens"), \
+        "0 available: 25 more tokens take two ticks"
+
+
+def test_the_headroom_never_makes_a_request_impossible(headroom_bucket, bucket):
+    headroom_bucket.sync(env(ts=10, left=100, refill_in=400, rate=1), now_ms=1_000)
+    assert isinstance(headroom_bucket.acquire(58, BACK, "t", now_ms=1_000), Grant), \
+        "58 + 5 > the ceiling of 60: Keepa's plain rule (balance > 0) decides"
+    bucket.sync(env(ts=10, left=1, refill_in=400, rate=20), now_ms=1_000)
+    assert isinstance(bucket.acquire(20, BACK, "t", now_ms=1_000), Grant), \
+        "without a headroom the bucket is Keepa's rule for every priority"
