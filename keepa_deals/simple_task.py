@@ -2,14 +2,15 @@
 bounded by what is new.
 
 Each run pages the deal query by its own sort key, deal age (sortType 1: creationDate, newest
-first), and stops after the first page whose deals were all created before `watermark −
-OVERLAP_S` (or at the last page). A run therefore reads at most 2 + ceil(new deals / 150) pages,
-whatever the query size and however lastUpdate is scattered (nothing in Keepa sorts by
-lastUpdate). The window's deals that are new to the table, or newer than the stored row
-(lastUpdate), are written at once together with the watermark they justify, in one transaction
-(FAILURES D1–D4). Then the window's deals that were never enriched get their /product data at
-PRIORITY_UPSERTER, one refill tick of ASINs per call; a run that ends before that leaves them
-first in the backfiller's enrichment queue.
+first), and stops at the first page that ends before `watermark − OVERLAP_S`: a page sorted
+newest first whose last deal was created before it, or any page whose deals all were (or at the
+last page). A run therefore reads at most 1 + ceil(new deals / 150) pages from a sorted result
+and 2 + ceil(new deals / 150) when pages come out of order, whatever the query size and however
+lastUpdate is scattered (nothing in Keepa sorts by lastUpdate). The window's deals that are new
+to the table, or newer than the stored row (lastUpdate), are written at once together with the
+watermark they justify, in one transaction (FAILURES D1–D4). Then the window's deals that were
+never enriched get their /product data at PRIORITY_UPSERTER, one refill tick of ASINs per call;
+a run that ends before that leaves them first in the backfiller's enrichment queue.
 
 Watermark rules (a creationDate, in server time):
 
@@ -36,7 +37,8 @@ newest page is thus read about every two minutes, as soon as it can hold somethi
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from itertools import pairwise
 
 from keepa_deals import enrichment
 from keepa_deals.backfiller import LAST_PAGE_INDEX
@@ -82,9 +84,14 @@ def advance_watermark(watermark: int | None, stored_up_to: int, now: int) -> int
     return max(min(watermark, now), candidate)
 
 
-def page_is_older(records: Iterable[DealRecord], start: int) -> bool:
-    """True when every deal of the page was created before the window (an empty page too)."""
-    return all(created_at(r) < start for r in records)
+def page_ends_window(records: Sequence[DealRecord], start: int) -> bool:
+    """True when no later page can hold a deal created in the window: every deal of the page
+    was created before it (an empty page too), or the page is sorted newest first, as sortType
+    1 promises, and ends before it. A page out of order proves nothing: paging goes on."""
+    created = [created_at(r) for r in records]
+    if all(c < start for c in created):
+        return True
+    return created[-1] < start and all(a >= b for a, b in pairwise(created))
 
 
 def newest_per_asin(records: Iterable[DealRecord]) -> list[DealRecord]:
@@ -111,7 +118,7 @@ def read_window(fetch: Callable[[int], tuple[ParsedPage, int]],
         if start is None:
             now, start = server_now, window_start(watermark, server_now)
         collected.extend(page.records)
-        if page.is_last_page or page_is_older(page.records, start):
+        if page.is_last_page or page_ends_window(page.records, start):
             break
     recent = [r for r in newest_per_asin(collected) if created_at(r) >= start]
     recent.sort(key=lambda r: (created_at(r), r.asin))

@@ -99,14 +99,21 @@ def test_paging_stops_at_the_first_page_created_before_the_window_however_update
     fetch, fetched = scripted(pages)
     window, _ = read_window(fetch, watermark)
     new = sum(1 for c in created if c >= start)
-    assert len(fetched) <= 2 + -(-new // DEAL_PAGE_SIZE)
+    assert len(fetched) <= 1 + -(-new // DEAL_PAGE_SIZE), "sorted pages: no extra page"
     assert fetched == list(range(len(fetched)))
-    assert not page_lies_after(pages[fetched[-1]], start), "it read the first older page"
+    assert pages[fetched[-1]].records[-1].deal_created_at < start, "it stopped where it ends"
     assert {r.asin for r in window} == {r.asin for r in records if r.deal_created_at >= start}
 
 
-def page_lies_after(page: ParsedPage, start: int) -> bool:
-    return any(r.deal_created_at >= start for r in page.records)
+def test_a_page_that_ends_in_the_window_is_followed_by_the_next():
+    watermark = NOW - 3_600
+    start = watermark - OVERLAP_S
+    pages = [page_of([deal("N1", NOW), deal("N2", start)], full=True),  # sorted, ends in it
+             page_of([deal("N3", start), deal("O1", start - 1)], full=True),
+             page_of([deal("O2", start - 2)], full=True)]
+    fetch, fetched = scripted(pages)
+    window, _ = read_window(fetch, watermark)
+    assert fetched == [0, 1] and {r.asin for r in window} == {"N1", "N2", "N3"}
 
 
 def test_unsorted_pages_are_read_until_a_page_lies_wholly_before_the_window():
