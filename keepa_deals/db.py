@@ -452,9 +452,9 @@ def _column_value(record: DealRecord, name: str):
 
 def enrichment_coverage(conn: sqlite3.Connection, *, enriched_since: int) -> tuple[int, int]:
     """(deals enriched at or after `enriched_since`, all deals)."""
-    row = conn.execute("SELECT COUNT(*) FILTER (WHERE enriched_at >= ?), COUNT(*) FROM deals",
-                       (enriched_since,)).fetchone()
-    return row[0], row[1]
+    enriched = conn.execute("SELECT COUNT(*) FROM deals WHERE enriched_at >= ?",
+                            (enriched_since,)).fetchone()[0]  # a range of deals_enriched_at
+    return enriched, deal_count(conn)
 
 
 # --------------------------------------------------------------------------- freshness
