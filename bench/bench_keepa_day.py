@@ -59,11 +59,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
-from bench_support import ROOT, NoGate, SimulatorProcess, private_redis, table_row
+from bench_support import ROOT, CheckAndAbort, SimulatorProcess, private_redis, table_row
 
 from keepa_deals import db, deals
 from keepa_deals.constants import DEAL_PAGE_SIZE, KEEPA_EPOCH_OFFSET_MINUTES
-from keepa_deals.keepa_api import KeepaClient, KeepaError
+from keepa_deals.keepa_api import KeepaError
 from keepa_sim import DEFAULT_API_KEY
 from keepa_sim.request_log import key_label
 
@@ -234,15 +234,11 @@ class NaiveCollector:
     """Sweep pages in order, enrich everything, check-and-abort, fixed sleeps (see above)."""
 
     def __init__(self, sim_url: str, database: Path, period_s: float, stop: threading.Event):
-        self._client = KeepaClient(sim_url, NAIVE_KEY, NoGate(), max_consecutive_429=1,
-                                   max_transient_retries=1, retry_backoff_s=0.05)
+        self._keepa = CheckAndAbort(sim_url, NAIVE_KEY, QUERY, period_s=period_s, stop=stop)
         self._database = database
         self._connections = threading.local()  # one SQLite connection per thread
         db.migrate(self._connection())
-        self._period_s = period_s
         self._stop = stop
-        self._parse = {"domain_id": 1, "price_type": deals.selection_price_type(QUERY),
-                       "date_range": deals.selection_date_range(QUERY)}
 
     def _connection(self) -> sqlite3.Connection:
         conn = getattr(self._connections, "conn", None)
@@ -250,34 +246,14 @@ class NaiveCollector:
             conn = self._connections.conn = db.connect(self._database)
         return conn
 
-    def _afford(self, cost: int) -> bool:
-        try:
-            if self._client.token_status().tokens_left >= cost:
-                return True
-        except KeepaError:
-            pass
-        self._stop.wait(self._period_s)  # "not enough tokens, try again in a minute"
-        return False
-
-    def _page(self, number: int, sort_type: int):
-        if not self._afford(5):
-            return None
-        try:
-            response = self._client.deals({**QUERY, "sortType": sort_type}, page=number)
-        except KeepaError:
-            return None
-        return deals.parse_deal_page(response.payload, **self._parse)
-
     def _enrich_and_store(self, records) -> None:
-        while not self._stop.is_set() and not self._afford(len(records)):
-            pass
-        if self._stop.is_set():
+        if not self._keepa.wait_until_affordable(len(records)):
             return
         try:
-            products = self._client.products([r.asin for r in records]).payload["products"]
+            products = self._keepa.client.products([r.asin for r in records])
         except KeepaError:
             return
-        by_asin = {p.get("asin"): p for p in products}
+        by_asin = {p.get("asin"): p for p in products.payload["products"]}
         rows = []
         for record in records:
             try:
@@ -287,12 +263,12 @@ class NaiveCollector:
         conn = self._connection()
         with db.transaction(conn):
             db.upsert_deals(conn, rows, source="naive")
-        self._stop.wait(self._period_s)  # "a minute between chunks"
+        self._stop.wait(self._keepa.period_s)  # "a minute between chunks"
 
     def backfill(self) -> None:
         number = 0
         while not self._stop.is_set():
-            page = self._page(number, QUERY.get("sortType", 4))
+            page = self._keepa.page(number, QUERY.get("sortType", 4))
             if page is None:
                 continue
             for start in range(0, len(page.records), NAIVE_CHUNK):
@@ -303,14 +279,11 @@ class NaiveCollector:
 
     def upsert(self) -> None:
         while not self._stop.is_set():
-            try:
-                enough = self._client.token_status().tokens_left >= NAIVE_UPSERT_THRESHOLD
-            except KeepaError:
-                enough = False
-            page = self._page(0, 1) if enough else None  # "not enough tokens, next run"
+            enough = (self._keepa.tokens_left() or 0) >= NAIVE_UPSERT_THRESHOLD
+            page = self._keepa.page(0, 1) if enough else None  # "not enough tokens, next run"
             if page is not None and page.records:
                 self._enrich_and_store(page.records[:NAIVE_CHUNK])
-            self._stop.wait(self._period_s)
+            self._stop.wait(self._keepa.period_s)
 
 
 # --------------------------------------------------------------------------- the pipeline

@@ -37,13 +37,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import requests
-from bench_support import NoGate, SimulatorProcess, private_redis, table_row
+from bench_support import CheckAndAbort, SimulatorProcess, private_redis, table_row
 
-from keepa_deals import deals
 from keepa_deals.backfiller import run_backfill
 from keepa_deals.config import load_settings
 from keepa_deals.constants import DEAL_PAGE_SIZE
-from keepa_deals.keepa_api import KeepaClient, KeepaError
+from keepa_deals.keepa_api import KeepaError
 from keepa_deals.redis_server import connect
 from keepa_deals.simple_task import run_upserter
 from keepa_deals.task_runtime import PipelineServices
@@ -157,40 +156,20 @@ class NaivePolicy:
     def __init__(self, sim: Simulator, stop: threading.Event, *, sleep_after_batch: bool):
         self._stop = stop
         self._sleep_after_batch = sleep_after_batch
-        self._client = KeepaClient(sim.url, DEFAULT_API_KEY, NoGate(), max_consecutive_429=1,
-                                   max_transient_retries=1, retry_backoff_s=0.05)
-        self._period_s = MINUTE_MS / 1000
-        self._price_type = deals.selection_price_type(QUERY)
-        self._date_range = deals.selection_date_range(QUERY)
-
-    def _afford(self, cost: int) -> bool:
-        if self._client.token_status().tokens_left >= cost:
-            return True
-        self._stop.wait(self._period_s)  # "not enough tokens, try again in a minute"
-        return False
-
-    def _page(self, number: int, sort_type: int):
-        if not self._afford(5):
-            return None
-        try:
-            response = self._client.deals({**QUERY, "sortType": sort_type}, page=number)
-        except KeepaError:
-            return None
-        return deals.parse_deal_page(response.payload, domain_id=1,
-                                     price_type=self._price_type, date_range=self._date_range)
+        self._keepa = CheckAndAbort(sim.url, DEFAULT_API_KEY, QUERY, period_s=MINUTE_MS / 1000,
+                                    stop=stop)
 
     def _enrich(self, asins: list[str]) -> None:
-        while not self._stop.is_set() and not self._afford(len(asins)):
-            pass
+        self._keepa.wait_until_affordable(len(asins))
         with contextlib.suppress(KeepaError):  # a failed call just wasted its tokens
-            self._client.products(asins)
+            self._keepa.client.products(asins)
         if self._sleep_after_batch:
-            self._stop.wait(self._period_s)  # "60 s between chunks"
+            self._stop.wait(self._keepa.period_s)  # "60 s between chunks"
 
     def backfill(self) -> None:
         number = 0
         while not self._stop.is_set():
-            page = self._page(number, 4)
+            page = self._keepa.page(number, 4)
             if page is None:
                 continue
             asins = [r.asin for r in page.records]
@@ -201,9 +180,9 @@ class NaivePolicy:
             number = 0 if page.deal_count < DEAL_PAGE_SIZE else number + 1
 
     def upsert(self) -> None:
-        if self._client.token_status().tokens_left < NAIVE_UPSERT_THRESHOLD:
+        if (self._keepa.tokens_left() or 0) < NAIVE_UPSERT_THRESHOLD:
             return  # "not enough tokens, try next run" (FAILURES T3)
-        page = self._page(0, 1)
+        page = self._keepa.page(0, 1)
         if page is not None and page.records:
             self._enrich([r.asin for r in page.records[:NAIVE_BATCH]])
 

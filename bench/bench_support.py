@@ -10,6 +10,7 @@ import contextlib
 import json
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -20,6 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from keepa_deals import deals  # noqa: E402
+from keepa_deals.constants import DEAL_PAGE_COST  # noqa: E402
+from keepa_deals.keepa_api import KeepaClient, KeepaError  # noqa: E402
 from keepa_deals.redis_server import PrivateRedis, free_port  # noqa: E402
 
 _SIM_START_TIMEOUT_S = 30
@@ -36,6 +40,51 @@ class NoGate:
 
     def sync(self, envelope):
         pass
+
+
+class CheckAndAbort:
+    """How the naive collectors reach Keepa (FAILURES T3, T4, T6): no shared bucket; before a
+    paid call read /token and give up, sleeping one refill period, when the balance looks too
+    low. `page()` is None when it gave up or the call failed."""
+
+    def __init__(self, url: str, key: str, query: dict, *, period_s: float,
+                 stop: threading.Event):
+        self.client = KeepaClient(url, key, NoGate(), max_consecutive_429=1,
+                                  max_transient_retries=1, retry_backoff_s=0.05)
+        self.period_s = period_s
+        self.stop = stop
+        self._query = query
+        self._parse = {"domain_id": 1, "price_type": deals.selection_price_type(query),
+                       "date_range": deals.selection_date_range(query)}
+
+    def tokens_left(self) -> int | None:
+        try:
+            return self.client.token_status().tokens_left
+        except KeepaError:
+            return None
+
+    def afford(self, cost: int) -> bool:
+        left = self.tokens_left()
+        if left is not None and left >= cost:
+            return True
+        self.stop.wait(self.period_s)  # "not enough tokens, try again in a minute"
+        return False
+
+    def page(self, number: int, sort_type: int) -> deals.ParsedPage | None:
+        if not self.afford(DEAL_PAGE_COST):
+            return None
+        try:
+            response = self.client.deals({**self._query, "sortType": sort_type}, page=number)
+        except KeepaError:
+            return None
+        return deals.parse_deal_page(response.payload, **self._parse)
+
+    def wait_until_affordable(self, cost: int) -> bool:
+        """Poll /token until `cost` looks affordable; False when told to stop first."""
+        while not self.stop.is_set():
+            if self.afford(cost):
+                return True
+        return False
 
 
 @contextlib.contextmanager

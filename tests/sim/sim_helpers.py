@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
+import pytest
 import requests
+from support import wait_until
 
+from keepa_deals.redis_server import free_port
+from keepa_sim import DEFAULT_API_KEY
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 FROZEN_START_MS = 1_795_000_000_000  # 2026-11-18, a fixed simulator time for frozen clocks
 FROZEN = {"mode": "frozen", "start_ms": FROZEN_START_MS}
 MINUTE_MS = 60_000
@@ -49,3 +58,23 @@ def all_pages(sim, selection: dict) -> list[list[dict]]:
 
 def tokens_left(sim) -> int:
     return call(sim, "/token").json()["tokensLeft"]
+
+
+def run_sim(*args: str) -> tuple[subprocess.Popen, str]:
+    """`python -m keepa_sim ARGS` on a free port, once it answers: (process, base URL)."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "keepa_sim", "--host", "127.0.0.1", "--port", str(port), *args],
+        cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+
+    def ready():
+        if process.poll() is not None:
+            pytest.fail(f"simulator exited: {process.stderr.read()}")
+        try:
+            return requests.get(url + "/token", params={"key": DEFAULT_API_KEY}, timeout=1)
+        except requests.RequestException:
+            return None
+
+    wait_until(ready, 20, "the simulator to answer")
+    return process, url

@@ -10,32 +10,12 @@ from pathlib import Path
 
 import pytest
 import requests
-from support import wait_until
+from sim_helpers import run_sim
 
-from keepa_deals.redis_server import free_port
 from keepa_sim import DEFAULT_API_KEY, SimulatorServer
 
 pytestmark = pytest.mark.timeout(60)
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-
-
-def run_sim(*args: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "keepa_sim", "--host", "127.0.0.1", "--port", str(port), *args],
-        cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-
-    def ready():
-        if process.poll() is not None:
-            pytest.fail(f"simulator exited: {process.stderr.read()}")
-        try:
-            return requests.get(url + "/token", params={"key": DEFAULT_API_KEY}, timeout=1)
-        except requests.RequestException:
-            return None
-
-    wait_until(ready, 20, "the simulator to answer")
-    return process, url
 
 
 def stop(process: subprocess.Popen) -> int:

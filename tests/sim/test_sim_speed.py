@@ -14,10 +14,19 @@ from pathlib import Path
 
 import pytest
 import requests
-from sim_helpers import BROAD, FROZEN, FROZEN_START_MS, MINUTE_MS, PRODUCTION, SMALL, call, deal
+from sim_helpers import (
+    BROAD,
+    FROZEN,
+    FROZEN_START_MS,
+    MINUTE_MS,
+    PRODUCTION,
+    SMALL,
+    call,
+    deal,
+    run_sim,
+)
 from support import wait_until
 
-from keepa_deals.redis_server import free_port
 from keepa_sim import config as sim_config
 from keepa_sim import key_label
 from keepa_sim.clock import KEEPA_EPOCH_MINUTE, SimClock, keepa_minute, wall_ms
@@ -198,27 +207,8 @@ def test_incremental_matching_equals_matching_from_scratch(selection):
     assert compared > 0
 
 
-def start_cli(*args: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "keepa_sim", "--host", "127.0.0.1", "--port", str(port), *args],
-        cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-
-    def ready():
-        if process.poll() is not None:
-            pytest.fail(f"simulator exited: {process.stderr.read()}")
-        try:
-            return requests.get(url + "/_sim/state", timeout=1).status_code == 200
-        except requests.RequestException:
-            return False
-
-    wait_until(ready, 20, "the simulator to answer")
-    return process, url
-
-
 def test_speed_flag_sets_the_clock_and_is_fixed_after_start():
-    process, url = start_cli("--speed", "60")
+    process, url = run_sim("--speed", "60")
     try:
         state = requests.get(url + "/_sim/state", timeout=5).json()
         assert state["config"]["clock"]["speed"] == 60 and state["clock"]["speed"] == 60
