@@ -44,6 +44,16 @@ def test_xss_payloads_in_keepa_text_render_as_text(dashboard, database, page, sc
     assert 'onerror="window.__xss = 3"' in page.locator("#overview").inner_text()
 
 
+def test_keepa_text_is_escaped_in_the_html_itself(dashboard, database):
+    """Without a browser: the escaping is the server's, not only the CSP's."""
+    now = int(time.time())
+    insert_deals(database, [deal_row("B0XSS00002", now=now, title=XSS_TITLE)])
+    for path in ("/deals", "/deals/B0XSS00002"):
+        html = requests.get(dashboard + path, timeout=10).text
+        assert XSS_TITLE not in html and "<script>window.__xss" not in html, path
+        assert "&lt;script&gt;window.__xss = 1&lt;/script&gt;" in html, path
+
+
 BAD_REQUESTS = [
     ("/deals?sort=title;DROP TABLE deals", "sort"),
     ("/deals?dir=up", "dir"),

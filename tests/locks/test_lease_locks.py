@@ -100,6 +100,16 @@ def test_an_expired_holder_cannot_release_its_successors_lock(redis_client):
     assert second.owner() is not None and redis_client.pttl(second.key) > 1000
 
 
+def test_an_expired_holder_releasing_without_a_renew_leaves_the_successor_alone(redis_client):
+    first = LeaseLock(redis_client, BACKFILL_LOCK, ttl_s=0.2)
+    assert first.acquire()
+    wait_until(lambda: redis_client.get(first.key) is None, 2, "the lease to expire", interval=0.01)
+    second = LeaseLock(redis_client, BACKFILL_LOCK, ttl_s=5, task_id="the-successor")
+    assert second.acquire()
+    assert first.release() is False, "compare-and-delete: not the owner any more"
+    assert second.owner()["task_id"] == "the-successor"
+
+
 def test_the_heartbeat_signals_a_lease_taken_over(redis_client):
     with LeaseLock(redis_client, UPSERT_LOCK, ttl_s=TTL_S) as lock:
         redis_client.set(lock.key, "someone else")  # e.g. a human ran force_clear + restart

@@ -8,6 +8,7 @@ tokens instead of skipping, skipped runs under a held lease, and failures that m
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 import time
 
@@ -276,3 +277,27 @@ def test_a_broken_query_file_fails_runs_clearly_until_it_is_fixed(sim_factory, s
     assert not deal_requests(sim), "nothing is sent with a query Keepa would misread"
     query_file.write_text(json.dumps(LOOSE_QUERY))
     assert run_upserter(services).outcome == "ok", "the next run reads the fixed file"
+
+
+def refuse_deal_writes(database) -> None:
+    """A trigger that makes every INSERT or UPDATE of a deal fail (a failing commit)."""
+    conn = sqlite3.connect(database)
+    conn.executescript(
+        "CREATE TRIGGER refuse_insert BEFORE INSERT ON deals BEGIN SELECT RAISE(ABORT, "
+        "'refused by the test'); END; CREATE TRIGGER refuse_update BEFORE UPDATE ON deals "
+        "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;")
+    conn.close()
+
+
+def test_a_failed_commit_moves_neither_cursor_nor_watermark(sim_factory, services_for):
+    sim = frozen_sim(sim_factory, keys={DEFAULT_API_KEY: {"initial_tokens": 50_000}})
+    services, database = services_for(sim)
+    assert run_upserter(services).outcome == "ok"
+    watermark = state(database, WATERMARK_STATE)
+    sim.clock(advance_ms=70 * KEEPA_MINUTE_MS)
+    refuse_deal_writes(database)
+    for run, name, before in ((run_backfill, CURSOR_STATE, None),
+                              (run_upserter, WATERMARK_STATE, watermark)):
+        report = run(services)
+        assert report.outcome == "failed" and "refused by the test" in report.error
+        assert state(database, name) == before, f"{name} moved without its rows"
