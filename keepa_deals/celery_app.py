@@ -257,7 +257,7 @@ def _build_app() -> Celery:
     try:
         settings = load_settings()
         load_selection(settings.query_path)
-        return make_celery(settings, broker_url=redis_url_for(settings, start=True))
+        return make_celery(settings, broker_url=redis_url_for(settings))
     except (ConfigError, QueryFileError, RedisUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -191,15 +191,15 @@ def private_redis(settings: Settings) -> PrivateRedis:
     return PrivateRedis(settings.var_dir / "redis")
 
 
-def redis_url_for(settings: Settings, *, start: bool = False) -> str:
-    """The Redis a worker, reader or tool should talk to.
-
-    REDIS_URL as configured, even when it does not answer (the caller reports that Redis, not
-    another one); otherwise the private server, started first when `start` is true.
-    """
+def redis_url_for(settings: Settings) -> str:
+    """The Redis a worker, reader or tool should talk to: REDIS_URL as configured, even when it
+    does not answer (the caller reports that Redis, not another one); otherwise the private
+    server when it runs. Never starts a server: only the entry points that own the private
+    Redis do (the runner, the start script, `python -m keepa_deals.redis_server start`);
+    RedisUnavailable names that fix."""
     if settings.redis_url:
         return settings.redis_url
-    return ensure_redis(settings, start=start)[0]
+    return ensure_redis(settings, start=False)[0]
 
 
 def ensure_redis(settings: Settings, *, start: bool = True) -> tuple[str, PrivateRedis | None]:

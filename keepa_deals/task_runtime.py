@@ -113,7 +113,7 @@ class PipelineServices:
     @classmethod
     def from_settings(cls, settings: Settings,
                       redis_client: redis.Redis | None = None) -> PipelineServices:
-        client = redis_client or connect(redis_url_for(settings, start=True))
+        client = redis_client or connect(redis_url_for(settings))
         bucket = TokenBucket(client, refill_period_ms=settings.refill_period_ms,
                              urgent_headroom=URGENT_HEADROOM)
         return cls(settings, client, bucket)
