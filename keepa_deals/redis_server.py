@@ -83,8 +83,10 @@ class PrivateRedis:
     """A redis-server process owned by this project, with its data in `data_dir`.
 
     `start()` launches it daemonized (it outlives this Python process; `stop()` or the pidfile
-    stops it). Snapshots are kept (`dump.rdb`), so a restart keeps the deal pipeline's state;
-    leases survive only until their TTL, so a restart cannot resurrect a stale lock for long.
+    stops it; the runner's RedisKeeper restarts it when it dies). Writes go to an append-only
+    file synced every second, besides snapshots (`dump.rdb`), so even a crash keeps the
+    pipeline's state but for about a second; leases survive only until their TTL, so a restart
+    cannot resurrect a stale lock for long.
     """
 
     def __init__(self, data_dir: Path, port: int | None = None, password: str | None = None):
@@ -131,7 +133,8 @@ class PrivateRedis:
             "--dir", str(self.data_dir.resolve()),
             "--dbfilename", "dump.rdb",
             "--save", "60 1",
-            "--appendonly", "no",
+            "--appendonly", "yes",  # a crash loses at most about a second of writes
+            "--appendfsync", "everysec",
             "--daemonize", "yes",
             "--pidfile", str(self.pidfile.resolve()),
             "--logfile", str((self.data_dir / "redis.log").resolve()),
@@ -187,8 +190,11 @@ class PrivateRedis:
 
 
 def private_redis(settings: Settings) -> PrivateRedis:
-    """The project's private server handle (not necessarily running)."""
-    return PrivateRedis(settings.var_dir / "redis")
+    """The project's private server handle (not necessarily running), on the port it last
+    used (None before its first start)."""
+    server = PrivateRedis(settings.var_dir / "redis")
+    server.port = server._recorded_port()
+    return server
 
 
 def redis_url_for(settings: Settings) -> str:
@@ -211,10 +217,8 @@ def ensure_redis(settings: Settings, *, start: bool = True) -> tuple[str, Privat
     if settings.redis_url and answers(settings.redis_url):
         return settings.redis_url, None
     server = private_redis(settings)
-    if server._recorded_port() is not None:
-        server.port = server._recorded_port()
-        if server.is_running():
-            return server.url, server
+    if server.is_running():
+        return server.url, server
     if not start:
         configured = redact_url(settings.redis_url) if settings.redis_url else "no REDIS_URL set"
         raise RedisUnavailable(

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 import requests
@@ -76,3 +78,38 @@ def test_runner_runs_everything_restarts_a_dead_child_and_stops_cleanly(project,
     finally:
         if runner.process.poll() is None:
             runner.process.kill()
+
+
+def ok_runs_since(database, since: int) -> int:
+    conn = sqlite3.connect(database, timeout=30)
+    try:
+        return conn.execute("SELECT COUNT(*) FROM runs WHERE outcome = 'ok' AND started_at > ?",
+                            (since,)).fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_a_killed_private_redis_is_restarted_and_deals_flow_again(project, stack_env):
+    env = stack_env(BACKFILL_INTERVAL_S=2, UPSERT_INTERVAL_S=2)
+    runner = Foreground(project, env)
+    try:
+        announced = wait_until(lambda: runner.said(r"==> keepa-deals is running: dashboard (\S+)"),
+                               60, "the runner to announce the dashboard")
+        healthz = announced.group(1) + "healthz"
+        wait_until(lambda: requests.get(healthz, timeout=5).status_code == 200, 60,
+                   "deals flowing before the crash")
+        pidfile = project / "var" / "redis" / "redis.pid"
+        redis_pid = int(pidfile.read_text())
+        subprocess.run(["kill", "-KILL", str(redis_pid)], check=True)
+        wait_until(lambda: runner.said(r"redis: back after"), 20, "the runner to restart Redis")
+        back_at = int(time.time())
+        assert int(pidfile.read_text()) != redis_pid
+        assert runner.count("redis: the private server is down") == 1, "said once, not per check"
+        wait_until(lambda: ok_runs_since(project / "var" / "deals.db", back_at), 60,
+                   "a pipeline run started after the restart to succeed")
+        assert requests.get(healthz, timeout=5).status_code == 200
+        assert runner.process.poll() is None, "nothing gave up"
+    finally:
+        if runner.process.poll() is None:
+            runner.process.send_signal(signal.SIGTERM)
+            runner.process.wait(timeout=40)
