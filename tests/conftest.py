@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -42,8 +43,10 @@ class RedisUnderTest:
     def restart(self, *, keep_data: bool) -> None:
         """Restart on the same port; keep_data=False simulates a Redis that lost its state."""
         self.server.stop(save=keep_data)
-        if not keep_data:
+        if not keep_data:  # the snapshot and the append-only file: nothing to reload
             (self.server.data_dir / "dump.rdb").unlink(missing_ok=True)
+            (self.server.data_dir / "appendonly.aof").unlink(missing_ok=True)
+            shutil.rmtree(self.server.data_dir / "appendonlydir", ignore_errors=True)
         self.server.start()
 
 
