@@ -35,6 +35,7 @@ from keepa_deals import heartbeats
 from keepa_deals.config import ConfigError, Settings, load_settings, redact_url
 from keepa_deals.constants import BEAT_LOCK, CELERY_KEY_PREFIX
 from keepa_deals.locks import LeaseLock
+from keepa_deals.outage_log import OutageLog
 from keepa_deals.redis_server import RedisUnavailable, connect, redis_url_for
 from keepa_deals.task_runtime import QueryFileError, load_selection
 
@@ -47,6 +48,7 @@ JANITOR_TASK = "keepa_deals.janitor.remove_stale_deals"
 _SOFT_LIMIT_MARGIN_S = 30  # after the slice: one last request may still be in flight
 _HARD_LIMIT_MARGIN_S = 30  # between the soft limit (clean stop) and the hard kill
 _MIN_VISIBILITY_TIMEOUT_S = 3600
+REDIS_RETRY_S = 1.0  # beat: the pause between attempts while Redis is away
 
 
 def time_limits(settings: Settings) -> tuple[float, float, float]:
@@ -163,6 +165,7 @@ class LeasedScheduler(Scheduler):
         self._lease = LeaseLock(self._redis, BEAT_LOCK, ttl_s=settings.lock_ttl_s,
                                 task_id=f"beat@{socket.gethostname()}")
         self._holding = False
+        self._outage = OutageLog(log, "beat: Redis")
         if not lazy:
             self._take_lease()
             log.info("beat holds lease %r (revision %s)", BEAT_LOCK, heartbeats.code_revision())
@@ -180,13 +183,17 @@ class LeasedScheduler(Scheduler):
         self._holding = True
 
     def tick(self, *args, **kwargs):
+        """Renew the lease and the heartbeat, then send due tasks. While Redis is away nothing
+        can be sent: wait REDIS_RETRY_S between attempts and log the outage once."""
         try:
             if not self._lease.renew():
                 log.warning("beat lease %r was lost; taking it again", BEAT_LOCK)
                 self._take_lease()
             heartbeats.beat_heartbeat(self._redis)
         except redis.RedisError as exc:
-            log.warning("beat: Redis unavailable (%s); retrying", exc)
+            self._outage.failed(exc)
+            return REDIS_RETRY_S
+        self._outage.ok()
         return super().tick(*args, **kwargs)
 
     def close(self) -> None:
@@ -204,6 +211,7 @@ class _WorkerHeartbeat:
     def __init__(self):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._outage = OutageLog(log, "worker heartbeat: Redis")
 
     def start(self, url: str, hostname: str) -> None:
         client = connect(url)
@@ -218,8 +226,9 @@ class _WorkerHeartbeat:
         while True:
             try:
                 heartbeats.worker_heartbeat(client, hostname)
+                self._outage.ok()
             except redis.RedisError as exc:
-                log.warning("worker heartbeat not written (%s)", exc)
+                self._outage.failed(exc)
             if self._stop.wait(heartbeats.HEARTBEAT_INTERVAL_S):
                 return
 

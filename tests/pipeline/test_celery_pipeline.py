@@ -276,3 +276,21 @@ def test_broker_and_schedule_settings_keep_their_invariants(sim, pipeline_env):
     assert set(schedule) == {"keepa_deals.backfiller.backfill_deals",
                              "keepa_deals.simple_task.update_recent_deals",
                              "keepa_deals.janitor.remove_stale_deals"}
+
+
+def test_beat_waits_out_a_redis_outage_quietly_and_carries_on(
+        sim, pipeline_env, start_celery, redis_server, redis_client):
+    beat = start_celery("beat", pipeline_env(sim))
+    wait_until(lambda: read_beat(redis_client), 30, "the beat's heartbeat")
+    redis_server.stop(save=True)
+    try:
+        wait_until(lambda: "beat: Redis unavailable" in beat.log(), 20, "the outage noticed")
+        outage_started = time.monotonic()
+        wait_until(lambda: time.monotonic() - outage_started > 3, 10, "three seconds of outage")
+    finally:
+        redis_server.start()
+    wait_until(lambda: "beat: Redis is back" in beat.log(), 30, "the beat to see Redis back")
+    assert beat.alive()
+    assert beat.log().count("Redis unavailable") == 1, "logged once, not once per attempt"
+    redis_client.delete("kd:hb:beat")
+    wait_until(lambda: read_beat(redis_client), 30, "the beat's heartbeat after the outage")
