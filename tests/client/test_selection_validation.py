@@ -17,9 +17,11 @@ VALID = {
 }
 
 
-def test_a_real_production_query_is_valid():
-    validate_selection(VALID)
-    validate_selection({"priceTypes": 0})
+def test_a_real_production_query_is_valid_and_one_string_number_spoils_it():
+    assert validate_selection(VALID) is None
+    assert validate_selection({"priceTypes": 0}) is None
+    with pytest.raises(SelectionError, match="dateRange"):
+        validate_selection({**VALID, "dateRange": "3"})
 
 
 @pytest.mark.parametrize(

@@ -49,9 +49,6 @@ def test_a_killed_holders_lock_frees_itself_within_one_ttl(redis_server, redis_c
         holder.send_signal(signal.SIGKILL)
         killed_at = time.monotonic()
         holder.wait(timeout=5)
-        [info] = inspect(redis_client) or [None]
-        if info is not None:  # not yet expired: the dead holder is reported as such
-            assert info.holder_alive is False
         wait_until(lambda: redis_client.get(LOCK_KEY_PREFIX + BACKFILL_LOCK) is None,
                  TTL_S + 1, "the dead holder's lease to expire")
         assert time.monotonic() - killed_at <= TTL_S + 0.25
@@ -60,6 +57,15 @@ def test_a_killed_holders_lock_frees_itself_within_one_ttl(redis_server, redis_c
         if holder.poll() is None:
             holder.kill()
             holder.wait()
+
+
+def test_a_dead_holder_is_reported_as_dead_until_its_lease_expires(redis_server, redis_client):
+    holder = start_holder(redis_server.url, UPSERT_LOCK, 30)
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(timeout=5)
+    [info] = inspect(redis_client)
+    assert info.owner["pid"] == holder.pid and info.holder_alive is False
+    assert info.ttl_s > 20, "still within its TTL: only the dead pid tells"
 
 
 def test_a_live_holder_keeps_its_lease_for_more_than_ten_ttls(redis_client):
