@@ -23,6 +23,7 @@ SPEED = 60  # Keepa minutes per wall minute: one per second
 WARMUP_MIN = 12  # the first sweep and the first upserter window settle first
 RUN_MIN = 60
 KEEPA_MINUTE_S = 60
+START_MS = 1_795_000_000_000  # a fixed simulator time: the same deals are created every run
 
 
 class History:
@@ -53,8 +54,8 @@ class History:
 def test_new_and_changed_deals_land_fast_and_unchanged_deals_cost_nothing(
         sim_factory, pipeline_env, start_celery, redis_server, tmp_path):
     sim = sim_factory(**sim_config(
-        clock={"mode": "real", "minute_ms": 60_000, "speed": SPEED},
-        catalogue={"n_products": 5000}, default_refill_rate=400,
+        clock={"mode": "real", "minute_ms": 60_000, "speed": SPEED, "start_ms": START_MS},
+        catalogue={"n_products": 8000}, default_refill_rate=400,
         control={"request_log_size": 200_000}))
     env = pipeline_env(sim, KEEPA_REFILL_PERIOD_MS=60_000 // SPEED, UPSERT_INTERVAL_S=1,
                        BACKFILL_INTERVAL_S=1, TASK_SLICE_S=4, ENRICH_MAX_AGE_H=24 / SPEED)
@@ -85,7 +86,8 @@ def test_new_and_changed_deals_land_fast_and_unchanged_deals_cost_nothing(
                 if measured_from <= created <= until]
     changed_lags = [landed.get((asin, updated), until + 99) - updated
                     for asin, updated, _ in history.changes if measured_from <= updated <= until]
-    assert len(new_lags) >= 5 and len(changed_lags) >= 50, "deals were created and changed"
+    assert len(new_lags) >= 5 and len(changed_lags) >= 50, \
+        f"deals were created and changed: {len(new_lags)} new, {len(changed_lags)} changed"
     assert share(new_lags, lambda lag: lag <= 3) >= 0.9, f"new deals late: {sorted(new_lags)}"
     assert share(changed_lags, lambda lag: lag <= 6) >= 0.9, sorted(changed_lags)[-20:]
 
