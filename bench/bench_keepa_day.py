@@ -46,7 +46,6 @@ from __future__ import annotations
 import argparse
 import bisect
 import json
-import math
 import os
 import sqlite3
 import subprocess
@@ -63,7 +62,9 @@ from bench_support import ROOT, CheckAndAbort, SimulatorProcess, private_redis, 
 
 from keepa_deals import db, deals
 from keepa_deals.constants import DEAL_PAGE_SIZE, KEEPA_EPOCH_OFFSET_MINUTES
+from keepa_deals.freshness import percentile
 from keepa_deals.keepa_api import KeepaError
+from keepa_deals.keepa_time import unix_to_keepa_minute
 from keepa_sim import DEFAULT_API_KEY
 from keepa_sim.request_log import key_label
 
@@ -81,10 +82,6 @@ SIM_CONFIG = ROOT / "bench" / "keepa_day_sim.json"
 QUERY = json.loads((ROOT / "bench" / "keepa_day_query.json").read_text())
 TARGETS = {"new_p95": 3.0, "changed_p95": 45.0, "unchanged_share": 0.02, "utilisation": 0.95,
            "changed_ratio": 10.0}
-
-
-def keepa_minute(unix_s: int) -> int:
-    return unix_s // 60 - KEEPA_EPOCH_OFFSET_MINUTES
 
 
 # --------------------------------------------------------------------------- clock
@@ -178,7 +175,7 @@ class Tracker:
             return {}
         finally:
             conn.close()
-        return {asin: keepa_minute(updated) for asin, updated in rows}
+        return {asin: unix_to_keepa_minute(updated) for asin, updated in rows}
 
     def observe(self, now: float) -> None:
         """Record which lastUpdate each row holds from `now` on (rows that changed)."""
@@ -344,14 +341,6 @@ class Figures:
     current_share: float
 
 
-def percentile(values: list[float], fraction: float) -> float | None:
-    """Nearest-rank percentile (None without values)."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
-
-
 def figures(tracker: Tracker, truth: Truth, window: tuple[float, float], end: float,
             stored_at_end: dict[str, int]) -> Figures:
     lags: dict[str, list[float]] = {"new": [], "changed": []}
@@ -363,6 +352,8 @@ def figures(tracker: Tracker, truth: Truth, window: tuple[float, float], end: fl
         if landed is None:
             never += 1
         lags[event.kind].append(max(0.0, (end if landed is None else landed) - event.at))
+    for values in lags.values():
+        values.sort()  # percentile() wants them ascending
     tokens = tracker.tokens
     new_count = len(lags["new"])
     available = RATE * (window[1] - window[0])

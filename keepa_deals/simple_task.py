@@ -44,6 +44,7 @@ from keepa_deals import enrichment
 from keepa_deals.backfiller import LAST_PAGE_INDEX
 from keepa_deals.constants import (
     DEAL_RESULT_CACHE_MS,
+    KEEPA_MINUTE_MS,
     PRIORITY_UPSERTER,
     TASK_UPSERT,
     UPSERT_LOCK,
@@ -54,7 +55,6 @@ from keepa_deals.task_runtime import TaskRun, TaskSpec, celery_task, local_runne
 
 WATERMARK_STATE = "upsert_watermark"
 READ_AT_STATE = "upsert_read_at_ms"  # server time of the last read of the newest page
-KEEPA_MINUTE_MS = 60_000
 SPEC = TaskSpec(TASK_UPSERT, UPSERT_LOCK, PRIORITY_UPSERTER)
 NEWEST_FIRST = 1  # sortType 1: deal age (creationDate), newest first
 OVERLAP_S = 10 * 60
@@ -106,7 +106,7 @@ def newest_per_asin(records: Iterable[DealRecord]) -> list[DealRecord]:
 
 def read_window(fetch: Callable[[int], tuple[ParsedPage, int]],
                 watermark: int | None) -> tuple[list[DealRecord], int]:
-    """Page newest-created first until a page lies wholly before the window (or the last page).
+    """Page newest-created first until a page ends the window (page_ends_window) or the last page.
 
     `fetch(page)` returns the parsed page and the server clock. Returns the window's deals,
     one per ASIN, oldest created first, and the server clock of the first page ("now").
