@@ -144,7 +144,7 @@ def test_a_run_whose_worker_died_is_reported_once_the_lease_is_gone(settings, al
 
 
 def test_backfill_progress_comes_from_the_cursor(settings, alive, database):
-    now = time.time()
+    now = float(int(time.time()))  # whole seconds, like the cursor's times
     cursor = {"sweep_id": 4, "page": 2, "sweep_started_at": int(now) - 330,
               "last_sweep_pages": 5}
     with db.transaction(database):

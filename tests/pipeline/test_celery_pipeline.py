@@ -131,8 +131,10 @@ def test_worker_killed_mid_batch_resumes_with_at_most_one_batch_fetched_twice(
 def test_faults_429_window_and_rate_change_still_give_the_exact_end_state(
         sim_factory, pipeline_env, start_celery, redis_server, redis_client, tmp_path):
     # A frozen clock never refills: the key starts with enough tokens for the whole test.
+    # Slow /product answers: the enrichment (one pass, nothing changes later) spans the changes.
     sim = frozen_sim(sim_factory, default_refill_rate=40,
                      keys={sim_key(): {"initial_tokens": 50_000}},
+                     latency={"per_endpoint": {"product": 300}},
                      faults={"http_5xx": {"p": 0.05}, "malformed_json": {"p": 0.02}})
     env = pipeline_env(sim)
     worker, beat = start_pipeline(start_celery, env, redis_server.url)
@@ -147,7 +149,8 @@ def test_faults_429_window_and_rate_change_still_give_the_exact_end_state(
     sim.tokens(tokens=50_000)  # the rate cut clipped the balance to the new ceiling
     changed_at = max(e["id"] for e in sim.requests_log())
     sweep = sweeps_done(database)
-    wait_until(lambda: sweeps_done(database) >= sweep + 2, 60, "a full sweep after the faults")
+    wait_until(lambda: sweeps_done(database) >= sweep + 2 and not enrichment_lag(database), 60,
+               "a full sweep and the enrichment done after the faults")
 
     assert stored_deals(database) == truth_deals(sim, LOOSE_QUERY)
     assert any(sim.state()["faults_fired"].values()), "faults were injected"
