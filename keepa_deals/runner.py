@@ -1,8 +1,9 @@
 """`python -m keepa_deals.runner`: the whole system in the foreground (what `make run` runs).
 
 1. Redis: REDIS_URL when set (it must answer), else the project's private redis-server under
-   VAR_DIR/redis — started here when needed, restarted with its data when it dies
-   (ops/redis_keeper.py), and stopped again at the end if started here.
+   VAR_DIR/redis — started here when needed, restarted with its data when it dies (the
+   supervised `redis` keeper service, ops/redis_keeper.py), and stopped at the end if started
+   here.
 2. The Keepa simulator when KEEPA_API_KEY is unset. One token minute lasts
    KEEPA_REFILL_PERIOD_MS (60000 by default: Keepa's real pace); `--sim-minute-ms` sets a faster
    demo clock for simulator and worker alike.
@@ -32,7 +33,6 @@ from keepa_deals.ops.control import OpsError, exclusive, migrate, preflight, rec
 from keepa_deals.ops.logsink import ConsoleSink
 from keepa_deals.ops.paths import service_pidfile, supervisor_pidfile
 from keepa_deals.ops.pidfile import own_command_line
-from keepa_deals.ops.redis_keeper import RedisKeeper
 from keepa_deals.ops.services import (
     Service,
     busy_ports,
@@ -59,7 +59,6 @@ class Runner:
         self.stop_requested = threading.Event()
         self.supervisors: list[tuple[Service, Supervisor]] = []
         self.started_redis = False
-        self.redis_keeper: RedisKeeper | None = None
 
     def run(self) -> int:
         """Run until stopped (0) or until a service cannot be kept running (1)."""
@@ -91,8 +90,6 @@ class Runner:
             raise OpsError("; ".join(problems))
         started = "started the private server, " if self.started_redis else ""
         say(f"redis: {started}{redact_url(redis_url)}")
-        if not self.settings.redis_url:  # the private server is ours to keep alive
-            self.redis_keeper = RedisKeeper(private_redis(self.settings), _announce)
         say(preflight())
         migrate(self.settings)
         say(f"database: {self.settings.database_path}; revision {record_revision(self.settings)}")
@@ -112,8 +109,6 @@ class Runner:
     def _watch(self) -> int:
         ready: dict[str, int] = {}
         while not self.stop_requested.wait(_STEP_S):
-            if self.redis_keeper is not None:
-                self.redis_keeper.step()
             for service, supervisor in self.supervisors:
                 if supervisor.step() is State.GAVE_UP:
                     say("=" * 78)

@@ -61,7 +61,8 @@ def _status(settings, _args) -> int:
     entries = control.status(settings)
     for entry in entries:
         print(f"{entry.name:<10} {entry.describe()}")
-    wanted = [s for s in entries if s.name != "simulator" or s.running]
+    optional = {"simulator"} | ({"redis"} if settings.redis_url else set())
+    wanted = [s for s in entries if s.name not in optional or s.running]
     return 0 if all(s.running for s in wanted) else 1
 
 
@@ -111,7 +112,8 @@ def _is_redis_server(pid: int) -> bool:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m keepa_deals.ops", epilog=_EPILOG,
-        description="Operations on the services (simulator, worker, beat, dashboard) of this "
+        description="Operations on the services (redis keeper, simulator, worker, beat, "
+                    "dashboard) of this "
                     "checkout; pidfiles under $VAR_DIR/run, logs under $VAR_DIR/log.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(required=True, metavar="COMMAND")

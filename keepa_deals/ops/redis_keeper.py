@@ -1,23 +1,30 @@
-"""Keeping the private redis-server alive under the runner (DESIGN principle 11).
+"""Keeping the private redis-server alive (DESIGN principle 11).
 
-The private server runs daemonized, so no child supervisor sees it die. `RedisKeeper.step()`,
-called from the runner's watch loop, checks it every CHECK_EVERY_S and starts it again on the
-same port when it is gone, with back-off (1, 2, 4 … MAX_BACKOFF_S between tries) and its data
-kept: the append-only file (fsync every second) and the snapshot are reloaded, so a crash loses
-at most about a second of writes. It says so once per change of state (down, still down every
-REMIND_EVERY_S, back), never once per check. Clients reconnect to the same URL by themselves.
+The private server runs daemonized, so no child supervisor sees it die. The `redis` service
+(`python -m keepa_deals.ops.redis_keeper`, supervised like the others by the runner and by
+start_celery.sh) drives `RedisKeeper.step()`, which checks it every CHECK_EVERY_S and starts
+it again on the same port when it is gone, with back-off (1, 2, 4 … MAX_BACKOFF_S between
+tries) and its data kept: the append-only file (fsync every second) and the snapshot are
+reloaded, so a crash loses at most about a second of writes. It says so once per change of
+state (down, still down every REMIND_EVERY_S, back), never once per check. Clients reconnect
+to the same URL by themselves.
 """
 
 from __future__ import annotations
 
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable
 
-from keepa_deals.redis_server import PrivateRedis, RedisUnavailable
+from keepa_deals.config import ConfigError, load_settings
+from keepa_deals.redis_server import PrivateRedis, RedisUnavailable, private_redis
 
 CHECK_EVERY_S = 1.0
 MAX_BACKOFF_S = 30.0
 REMIND_EVERY_S = 300.0
+STEP_S = 0.2
 
 
 class RedisKeeper:
@@ -74,3 +81,30 @@ class RedisKeeper:
                        f"port {self.server.port}", False)
         self._down_since = None
         self._attempts = 0
+
+
+def main() -> int:
+    """Keep the private server of VAR_DIR alive until SIGTERM/SIGINT (the `redis` service that
+    the runner and start_celery.sh supervise); stopping the keeper leaves the server running."""
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    keeper = RedisKeeper(private_redis(settings), _say)
+    _say(f"redis: keeping the private server under {keeper.server.data_dir} alive", False)
+    while not stop.is_set():
+        keeper.step()
+        stop.wait(STEP_S)
+    return 0
+
+
+def _say(message: str, loud: bool) -> None:
+    print(("!!! " if loud else "") + message, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,9 +1,11 @@
 """The long-running services of the system, how each is started and how it shows it is ready.
 
-Order (start order; stop goes in reverse): the Keepa simulator (only when KEEPA_API_KEY is unset
-and KEEPA_API_URL points at the local simulator port), the Celery worker, the Celery beat and
-the dashboard. Every service runs with the same interpreter as the caller (the project's
-virtualenv) from the project root, and with REDIS_URL fixed to the one Redis the system uses.
+Order (start order; stop goes in reverse): the keeper of the private Redis (only when REDIS_URL
+is unset: it restarts a crashed private redis-server), the Keepa simulator (only when
+KEEPA_API_KEY is unset and KEEPA_API_URL points at the local simulator port), the Celery worker,
+the Celery beat and the dashboard. Every service runs with the same interpreter as the caller
+(the project's virtualenv) from the project root, and with REDIS_URL fixed to the one Redis the
+system uses.
 """
 
 from __future__ import annotations
@@ -20,10 +22,16 @@ import requests
 
 from keepa_deals import heartbeats
 from keepa_deals.config import Settings, redact_url
-from keepa_deals.redis_server import RedisUnavailable, answers, connect, ensure_redis
+from keepa_deals.redis_server import (
+    RedisUnavailable,
+    answers,
+    connect,
+    ensure_redis,
+    private_redis,
+)
 
 CELERY_APP = "keepa_deals.celery_app"
-SERVICE_NAMES = ("simulator", "worker", "beat", "dashboard")  # every service there can be
+SERVICE_NAMES = ("redis", "simulator", "worker", "beat", "dashboard")  # every one there can be
 _PROBE_TIMEOUT_S = 2.0
 
 
@@ -97,12 +105,20 @@ def dashboard_url(settings: Settings) -> str:
 
 
 def services(settings: Settings, redis_url: str, *, python: str | None = None,
-             simulator_args: tuple[str, ...] = ()) -> list[Service]:
-    """The services to run for `settings`, in start order."""
+             simulator_args: tuple[str, ...] = (),
+             private_redis_kept: bool | None = None) -> list[Service]:
+    """The services to run for `settings`, in start order. The Redis keeper is among them when
+    `private_redis_kept` (default: REDIS_URL unset, so the private server is the system's)."""
     python = python or sys.executable
     celery = (python, "-m", "celery", "-A", CELERY_APP)
     client = _client_factory(redis_url)
     found = []
+    if not settings.redis_url if private_redis_kept is None else private_redis_kept:
+        server = private_redis(settings)
+        found.append(Service(
+            "redis", (python, "-m", "keepa_deals.ops.redis_keeper"),
+            lambda _pid: server.is_running(),
+            f"private Redis under {server.data_dir} (restarted if it dies)"))
     simulator = local_simulator_url(settings)
     if simulator:
         found.append(Service(

@@ -192,8 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     """Supervise one service as a daemon until SIGTERM/SIGINT (0) or giving up (1)."""
     parser = argparse.ArgumentParser(
         prog="python -m keepa_deals.ops.supervisor",
-        description="Run one service (simulator, worker, beat, dashboard), restarting it after "
-                    "crashes; its output goes to $VAR_DIR/log/<name>.log (rotated).")
+        description="Run one service (redis keeper, simulator, worker, beat, dashboard), "
+                    "restarting it after crashes; its output goes to $VAR_DIR/log/<name>.log "
+                    "(rotated).")
     parser.add_argument("name")
     args = parser.parse_args(argv)
     try:
@@ -201,7 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    known = {s.name: s for s in services(settings, settings.redis_url or "")}
+    # REDIS_URL is set for every supervised child, the private server's included: list all.
+    known = {s.name: s for s in services(settings, settings.redis_url or "",
+                                         private_redis_kept=True)}
     if args.name not in known:
         print(f"error: unknown service {args.name!r}; known: {', '.join(known)}", file=sys.stderr)
         return 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -62,3 +63,19 @@ def children_of(pid: int) -> list[int]:
 def show(result: subprocess.CompletedProcess) -> str:
     """A script's output for an assertion message."""
     return f"exit {result.returncode}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
+
+
+def ok_runs_since(database: Path, since: float) -> int:
+    """How many task runs that started after `since` (unix time) ended ok."""
+    conn = sqlite3.connect(database, timeout=30)
+    try:
+        return conn.execute("SELECT COUNT(*) FROM runs WHERE outcome = 'ok' AND started_at > ?",
+                            (since,)).fetchone()[0]
+    finally:
+        conn.close()
+
+
+def in_append_only_file(redis_dir: Path, data: bytes) -> bool:
+    """Whether `data` reached the private Redis's append-only file on disk."""
+    files = [*redis_dir.glob("appendonly*.aof"), *redis_dir.glob("appendonlydir/*.aof")]
+    return any(data in path.read_bytes() for path in files)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -13,7 +12,7 @@ import time
 
 import pytest
 import requests
-from ops_helpers import children_of, recorded_pid, run, show
+from ops_helpers import children_of, ok_runs_since, recorded_pid, run, show
 from support import wait_until
 
 from keepa_deals.processes import process_alive
@@ -78,15 +77,6 @@ def test_runner_runs_everything_restarts_a_dead_child_and_stops_cleanly(project,
     finally:
         if runner.process.poll() is None:
             runner.process.kill()
-
-
-def ok_runs_since(database, since: int) -> int:
-    conn = sqlite3.connect(database, timeout=30)
-    try:
-        return conn.execute("SELECT COUNT(*) FROM runs WHERE outcome = 'ok' AND started_at > ?",
-                            (since,)).fetchone()[0]
-    finally:
-        conn.close()
 
 
 def test_a_killed_private_redis_is_restarted_and_deals_flow_again(project, stack_env):

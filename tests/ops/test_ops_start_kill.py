@@ -11,18 +11,25 @@ import sys
 import time
 
 import pytest
-from ops_helpers import children_of, recorded_pid, run, show
+from ops_helpers import (
+    children_of,
+    in_append_only_file,
+    ok_runs_since,
+    recorded_pid,
+    run,
+    show,
+)
 from support import wait_until
 
 from keepa_deals import heartbeats
 from keepa_deals.constants import LOCK_KEY_PREFIX
 from keepa_deals.ops.pidfile import PidFile, encode_argv
 from keepa_deals.processes import process_alive
-from keepa_deals.redis_server import connect
+from keepa_deals.redis_server import answers, connect
 
 pytestmark = [pytest.mark.timeout(150), pytest.mark.e2e]
 
-SERVICES = ("simulator", "worker", "beat", "dashboard")
+SERVICES = ("redis", "simulator", "worker", "beat", "dashboard")
 
 
 def private_redis(project):
@@ -97,6 +104,36 @@ def test_start_supervise_refuse_twice_then_kill_everything(project, stack_env):
         tail.kill()
         stand_in.kill()
         run(project, sys.executable, "-m", "keepa_deals.redis_server", "stop", env=env)
+
+
+def test_a_killed_private_redis_is_restarted_under_start_celery_with_its_data(
+        project, stack_env):
+    env = stack_env(BACKFILL_INTERVAL_S=2, UPSERT_INTERVAL_S=2)
+    started = run(project, "./start_celery.sh", env=env, timeout=120)
+    assert started.returncode == 0, show(started)
+    client = private_redis(project)
+    client.set("kd:test:survives", "written before the crash")
+    redis_pidfile = project / "var" / "redis" / "redis.pid"
+    redis_pid = int(redis_pidfile.read_text())
+    wait_until(lambda: in_append_only_file(project / "var" / "redis", b"kd:test:survives"), 5,
+               "the write in the append-only file (fsync every second)")
+    subprocess.run(["kill", "-KILL", str(redis_pid)], check=True)
+    killed_at = time.monotonic()
+
+    url = (project / "var" / "redis" / "redis.url").read_text().strip()
+    wait_until(lambda: answers(url), 20, "the keeper to restart Redis")
+    recovery_s = time.monotonic() - killed_at
+    assert recovery_s < 5, f"restarted {recovery_s:.1f} s after the crash (checked every 1 s)"
+    assert int(redis_pidfile.read_text()) != redis_pid
+    assert private_redis(project).get("kd:test:survives") == "written before the crash"
+    back_at = time.time()
+    wait_until(lambda: ok_runs_since(project / "var" / "deals.db", back_at), 60,
+               "a pipeline run started after the restart to succeed")
+    keeper_log = (project / "var/log/redis.log").read_text()
+    assert keeper_log.count("the private server is down") == 1, "said once, not per check"
+    assert "redis: back after" in keeper_log
+    status = run(project, sys.executable, "-m", "keepa_deals.ops", "status", env=env)
+    assert status.returncode == 0 and "GAVE UP" not in status.stdout, show(status)
 
 
 def test_kill_sends_kill_to_what_ignores_term_and_spares_what_is_not_ours(project, stack_env):

@@ -7,6 +7,7 @@ import os
 import signal
 
 import pytest
+from ops_helpers import in_append_only_file
 from support import wait_until
 
 from keepa_deals.ops import redis_keeper
@@ -41,7 +42,7 @@ def test_a_killed_private_redis_comes_back_on_its_port_with_its_data(server):
     assert said == [] and not keeper.down, "a running server is left alone"
 
     connect(server.url).set("kd:probe", "written before the crash")
-    wait_until(lambda: in_append_only_file(server, b"kd:probe"), 5,
+    wait_until(lambda: in_append_only_file(server.data_dir, b"kd:probe"), 5,
                "the write in the append-only file (fsync every second)")
     os.kill(server.pid(), signal.SIGKILL)
     old_pid = int(server.pidfile.read_text())
@@ -59,12 +60,6 @@ def test_a_killed_private_redis_comes_back_on_its_port_with_its_data(server):
         clock.now += redis_keeper.CHECK_EVERY_S
         keeper.step()
     assert len(said) == 2
-
-
-def in_append_only_file(server: PrivateRedis, data: bytes) -> bool:
-    files = [*server.data_dir.glob("appendonly*.aof"),
-             *server.data_dir.glob("appendonlydir/*.aof")]
-    return any(data in path.read_bytes() for path in files)
 
 
 def test_checks_are_spaced_and_a_failed_restart_backs_off(server, monkeypatch):
