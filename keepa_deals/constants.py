@@ -16,6 +16,8 @@ BACKFILL_LOCK = "backfill_deals_lock"
 UPSERT_LOCK = "update_recent_deals_lock"
 BEAT_LOCK = "celery_beat_lock"
 KNOWN_LOCKS = (BACKFILL_LOCK, UPSERT_LOCK, BEAT_LOCK)
+# pipeline_state name of a lock's fencing number: the latest holder's, in the database it guards.
+FENCE_STATE_PREFIX = "lease_fence:"
 
 # --- Task names as recorded in runs, statuses and the token ledger.
 TASK_BACKFILL = "backfill_deals"

@@ -23,6 +23,7 @@ from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
+from keepa_deals.constants import FENCE_STATE_PREFIX
 from keepa_deals.deals import DEAL_FIELDS, DealRecord
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
@@ -516,6 +517,23 @@ def set_state(conn: sqlite3.Connection, name: str, value: Any) -> None:
     conn.execute("INSERT INTO pipeline_state (name, value, updated_at) VALUES (?, ?, ?) "
                  "ON CONFLICT (name) DO UPDATE SET value = excluded.value, "
                  "updated_at = excluded.updated_at", (name, encoded, int(time.time())))
+
+
+def take_fence(conn: sqlite3.Connection, lock_name: str) -> int:
+    """Make the caller the newest holder of `lock_name` for this database: bump and return the
+    lock's fencing number (its own transaction). Call right after acquiring the lease."""
+    name = FENCE_STATE_PREFIX + lock_name
+    with transaction(conn):
+        fence = get_state(conn, name, 0) + 1
+        set_state(conn, name, fence)
+    return fence
+
+
+def holds_fence(conn: sqlite3.Connection, lock_name: str, fence: int) -> bool:
+    """Whether `fence` is still the newest fencing number of `lock_name`. Checked inside a write
+    transaction, it fences the write: a holder that slept past its lease (SIGSTOP, a long pause)
+    while a successor took the fence cannot overwrite the successor's work."""
+    return get_state(conn, FENCE_STATE_PREFIX + lock_name, 0) == fence
 
 
 # --------------------------------------------------------------------------- runs

@@ -22,6 +22,7 @@ record and the task status already say what happened.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -29,7 +30,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
@@ -174,6 +175,12 @@ class TaskRun:
         self.status_detail = "starting"
         self.selection: dict = {}
         self._parse_args: dict = {}
+        self.fence: int | None = None
+
+    def take_fence(self) -> None:
+        """Become the newest writer under the task's lock (db.take_fence); once the lease is
+        held, before any write."""
+        self.fence = db.take_fence(self.conn, self.spec.lock_name)
 
     def load_query(self) -> None:
         """Read the deal query (KEEPA_QUERY_PATH) for this run; QueryFileError when invalid."""
@@ -195,6 +202,19 @@ class TaskRun:
     def checkpoint(self) -> None:
         """Raise LeaseLost when the lease is gone: call before every commit."""
         self.lock.check()
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction of this run: after a lease check, and fenced — LeaseLost, nothing
+        written, when a newer holder of the lock took the fence (this run slept past its lease
+        while the heartbeat could not tell it)."""
+        self.checkpoint()
+        with db.transaction(self.conn):
+            if self.fence is None or not db.holds_fence(self.conn, self.spec.lock_name,
+                                                        self.fence):
+                raise LeaseLost(f"lease on lock {self.spec.lock_name!r} was taken over while "
+                                "this run was paused: its writes are refused (fenced)")
+            yield self.conn
 
     def progress(self, detail: str) -> None:
         self.status_detail = detail
@@ -257,9 +277,9 @@ class TaskRun:
     def commit(self, rows: Sequence[DealRecord], state_name: str, state_value, *,
                server_now: int) -> db.UpsertResult | None:
         """Write rows, their freshness samples and the task's progress state in one transaction
-        (after a lease check). `server_now` is Keepa's clock when the rows were read."""
-        self.checkpoint()
-        with db.transaction(self.conn):
+        (self.write: lease-checked, fenced). `server_now` is Keepa's clock when the rows were
+        read."""
+        with self.write():
             result = None
             if rows:
                 result = db.upsert_deals(self.conn, rows, source=self.spec.task)
@@ -274,14 +294,13 @@ class TaskRun:
 
     def save_state(self, name: str, value) -> None:
         """Write one pipeline_state value in its own transaction (hints, not checkpoints)."""
-        with db.transaction(self.conn):
+        with self.write():
             db.set_state(self.conn, name, value)
 
     def commit_enrichment(self, records: Sequence[DealRecord], enriched_for: dict[str, int]
                           ) -> None:
-        """Write /product data of stored deals (db.record_enrichment), after a lease check."""
-        self.checkpoint()
-        with db.transaction(self.conn):
+        """Write /product data of stored deals (db.record_enrichment); lease-checked, fenced."""
+        with self.write():
             db.record_enrichment(self.conn, records, enriched_for=enriched_for)
         self.deals_written += len(records)
 
@@ -425,6 +444,7 @@ def _execute(run: TaskRun, work: Callable[[TaskRun], bool]) -> tuple[str, str | 
     task = run.spec.task
     try:
         with run.lock, _StatusReporter(run):
+            run.take_fence()
             run.load_query()
             finished = work(run)
         return ("ok" if finished else "partial"), None

@@ -7,6 +7,7 @@ tokens instead of skipping, skipped runs under a held lease, and failures that m
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 import threading
@@ -32,11 +33,13 @@ from pipeline_helpers import (
 )
 from support import wait_until
 
+from keepa_deals import backfiller
 from keepa_deals.backfiller import CURSOR_STATE, run_backfill
-from keepa_deals.constants import BACKFILL_LOCK, UPSERT_LOCK
+from keepa_deals.constants import BACKFILL_LOCK, LOCK_KEY_PREFIX, UPSERT_LOCK
 from keepa_deals.heartbeats import read_task_statuses
 from keepa_deals.locks import LeaseLock
 from keepa_deals.simple_task import OVERLAP_S, WATERMARK_STATE, run_upserter
+from keepa_deals.task_runtime import run_pipeline_task
 from keepa_sim import DEFAULT_API_KEY
 
 pytestmark = pytest.mark.timeout(90)
@@ -301,3 +304,30 @@ def test_a_failed_commit_moves_neither_cursor_nor_watermark(sim_factory, service
         report = run(services)
         assert report.outcome == "failed" and "refused by the test" in report.error
         assert state(database, name) == before, f"{name} moved without its rows"
+
+
+def test_a_run_paused_past_its_lease_cannot_overwrite_its_successors_work(
+        sim_factory, services_for, redis_client):
+    sim = frozen_sim(sim_factory, keys={DEFAULT_API_KEY: {"initial_tokens": 50_000}})
+    # A long TTL: the heartbeat (every TTL/3) cannot notice the takeover within the test, as
+    # when a whole process is stopped; only the fence stands between the sleeper and the table.
+    services, database = services_for(sim, LOCK_TTL_S=120)
+    successor = {}
+
+    def sleeps_past_its_lease(run):
+        page, server_now = run.fetch_deal_page(run.selection, 0)
+        stale = [dataclasses.replace(record, last_update_at=record.last_update_at + 60,
+                                     title="written by the sleeper")
+                 for record in page.records]
+        redis_client.delete(LOCK_KEY_PREFIX + BACKFILL_LOCK)  # its lease ran out meanwhile
+        successor["report"] = run_backfill(services)
+        successor["cursor"] = state(database, CURSOR_STATE)
+        successor["deals"] = stored_deals(database)
+        run.commit(stale, CURSOR_STATE, {"written by": "the sleeper"}, server_now=server_now)
+        return True
+
+    report = run_pipeline_task(services, backfiller.SPEC, sleeps_past_its_lease)
+    assert successor["report"].outcome in ("ok", "partial") and successor["deals"]
+    assert report.outcome == "partial" and "fenced" in report.error, report
+    assert state(database, CURSOR_STATE) == successor["cursor"], "the cursor went back"
+    assert stored_deals(database) == successor["deals"], "the sleeper's rows were written"
