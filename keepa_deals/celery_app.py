@@ -73,7 +73,8 @@ def beat_schedule(settings: Settings) -> dict:
 
 
 class _ResilientRedisChannel(kombu_redis.Channel):
-    """kombu's Redis channel, surviving a broker restart while a task is unacknowledged.
+    """kombu's Redis channel, surviving a broker restart while a task is unacknowledged, and a
+    broker whose disk is full.
 
     With acks_late, a worker that loses Redis collects its connection (the transport forgets
     its client), then closes the channel, which tries to restore the unacked messages through
@@ -86,6 +87,16 @@ class _ResilientRedisChannel(kombu_redis.Channel):
         if self.connection.client is None:
             raise redis.ConnectionError("broker connection already closed")
         return super()._connparams(asynchronous=asynchronous)
+
+    def _brpop_read(self, **options):
+        """A Redis that cannot persist (MISCONF: its disk is full) refuses the queue reads; the
+        worker treats that as a lost broker and reconnects with back-off instead of exiting."""
+        try:
+            return super()._brpop_read(**options)
+        except redis.ResponseError as exc:
+            if str(exc).startswith("MISCONF"):
+                raise redis.ConnectionError(f"Redis refuses writes: {exc}") from exc
+            raise
 
 
 class ResilientRedisTransport(kombu_redis.Transport):
@@ -105,6 +116,7 @@ def make_celery(settings: Settings, *, broker_url: str,
         broker_transport_options={"global_keyprefix": CELERY_KEY_PREFIX,
                                   "visibility_timeout": visibility},
         broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,  # a worker waits for Redis however long it is away
         result_backend=None,
         task_ignore_result=True,
         task_acks_late=True,

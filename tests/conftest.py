@@ -6,22 +6,17 @@ stopped at the end. Helpers wait on conditions with deadlines, never on fixed sl
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import requests
-from support import wait_until
+from support import SimHandle, launch_simulator
 
 from keepa_deals.redis_server import PrivateRedis, connect, free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-SIM_START_TIMEOUT_S = 20
 
 
 class RedisUnderTest:
@@ -73,88 +68,14 @@ def redis_client(redis_server):
         pass
 
 
-class SimHandle:
-    """A running `python -m keepa_sim` subprocess and its control API."""
-
-    def __init__(self, process: subprocess.Popen, url: str, key: str, log_path: Path):
-        self.process = process
-        self.url = url
-        self.key = key
-        self.log_path = log_path
-
-    def _get(self, path: str, **params):
-        response = requests.get(self.url + path, params=params, timeout=10)
-        response.raise_for_status()
-        return response.json()
-
-    def _post(self, path: str, body: dict):
-        response = requests.post(self.url + path, json=body, timeout=10)
-        response.raise_for_status()
-        return response.json()
-
-    def state(self) -> dict:
-        return self._get("/_sim/state")
-
-    def config(self, knobs: dict) -> dict:
-        return self._post("/_sim/config", knobs)
-
-    def clock(self, **command) -> dict:
-        return self._post("/_sim/clock", command)
-
-    def tokens(self, **values) -> dict:
-        values.setdefault("key", self.key)
-        return self._post("/_sim/tokens", values)
-
-    def requests_log(self) -> list[dict]:
-        body = self._get("/_sim/requests")
-        return body["requests"] if isinstance(body, dict) else body
-
-    def truth(self, selection: dict, since: int | None = None) -> dict:
-        body = {"selection": selection}
-        if since is not None:
-            body["since"] = since
-        return self._post("/_sim/deals/truth", body)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-
-
 @pytest.fixture
 def sim_factory(tmp_path) -> Callable[..., SimHandle]:
     """Start simulators with config overrides (keepa-api.md §5.6 structure); all stopped after."""
-    from keepa_sim import DEFAULT_API_KEY
-
     started: list[SimHandle] = []
 
     def start(**config) -> SimHandle:
-        port = free_port()
-        config_path = tmp_path / f"sim-{port}.json"
-        config_path.write_text(json.dumps(config))
-        log_path = tmp_path / f"sim-{port}.log"
-        process = subprocess.Popen(
-            [sys.executable, "-m", "keepa_sim", "--host", "127.0.0.1", "--port", str(port),
-             "--config", str(config_path)],
-            cwd=PROJECT_ROOT, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
-        )
-        keys = config.get("keys") or {DEFAULT_API_KEY: {}}
-        handle = SimHandle(process, f"http://127.0.0.1:{port}", next(iter(keys)), log_path)
+        handle = launch_simulator(tmp_path, config)
         started.append(handle)
-
-        def ready():
-            if process.poll() is not None:
-                pytest.fail(f"simulator exited with {process.returncode}: {log_path.read_text()}")
-            try:
-                return requests.get(handle.url + "/_sim/state", timeout=1).status_code == 200
-            except requests.RequestException:
-                return False
-
-        wait_until(ready, SIM_START_TIMEOUT_S, message="the simulator to answer")
         return handle
 
     yield start

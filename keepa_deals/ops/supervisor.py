@@ -142,9 +142,13 @@ class Supervisor:
             return
         self.child, self._started_at, self.state = child, now, State.RUNNING
         self._pumps = [t for t in self._pumps if t.is_alive()] + [pump(child.stdout, self.sink)]
-        if self.pidfile is not None:
-            self.pidfile.write(child.pid, encode_argv(self.argv))
         self.announce(f"{self.name}: started (pid {child.pid})", False)
+        if self.pidfile is not None:
+            try:
+                self.pidfile.write(child.pid, encode_argv(self.argv))
+            except OSError as exc:  # e.g. the disk is full: the child runs all the same
+                self.announce(f"{self.name}: pidfile {self.pidfile.pid_path} not written "
+                              f"({exc.strerror}); stop this copy with Ctrl-C or its pid", True)
 
     def _on_exit(self, now: float) -> None:
         child = self.child

@@ -4,9 +4,12 @@ pidfiles read from it, conditions polled with deadlines."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
+import sys
+import threading
 from pathlib import Path
 
 from keepa_deals.processes import process_alive
@@ -79,3 +82,27 @@ def in_append_only_file(redis_dir: Path, data: bytes) -> bool:
     """Whether `data` reached the private Redis's append-only file on disk."""
     files = [*redis_dir.glob("appendonly*.aof"), *redis_dir.glob("appendonlydir/*.aof")]
     return any(data in path.read_bytes() for path in files)
+
+
+class ForegroundRunner:
+    """The runner as a subprocess, its merged output collected line by line."""
+
+    def __init__(self, project: Path, env: dict, *arguments: str):
+        self.lines: list[str] = []
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "keepa_deals.runner", "--stop-timeout", "15", *arguments],
+            cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def said(self, pattern: str) -> re.Match | None:
+        return next((m for line in list(self.lines) if (m := re.search(pattern, line))), None)
+
+    def count(self, text: str) -> int:
+        return sum(text in line for line in list(self.lines))
+
+    def output(self) -> str:
+        return "\n".join(self.lines)

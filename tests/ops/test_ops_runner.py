@@ -3,16 +3,13 @@
 
 from __future__ import annotations
 
-import re
 import signal
 import subprocess
-import sys
-import threading
 import time
 
 import pytest
 import requests
-from ops_helpers import children_of, ok_runs_since, recorded_pid, run, show
+from ops_helpers import ForegroundRunner, children_of, ok_runs_since, recorded_pid, run, show
 from support import wait_until
 
 from keepa_deals.processes import process_alive
@@ -22,33 +19,9 @@ pytestmark = [pytest.mark.timeout(120), pytest.mark.e2e]
 SERVICES = ("simulator", "worker", "beat", "dashboard")
 
 
-class Foreground:
-    """The runner as a subprocess, its merged output collected line by line."""
-
-    def __init__(self, project, env):
-        self.lines: list[str] = []
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "keepa_deals.runner", "--stop-timeout", "15"], cwd=project,
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    def said(self, pattern: str) -> re.Match | None:
-        return next((m for line in list(self.lines) if (m := re.search(pattern, line))), None)
-
-    def count(self, text: str) -> int:
-        return sum(text in line for line in list(self.lines))
-
-    def output(self) -> str:
-        return "\n".join(self.lines)
-
-
 def test_runner_runs_everything_restarts_a_dead_child_and_stops_cleanly(project, stack_env):
     env = stack_env()
-    runner = Foreground(project, env)
+    runner = ForegroundRunner(project, env)
     try:
         announced = wait_until(lambda: runner.said(r"==> keepa-deals is running: dashboard (\S+)"),
                                60, "the runner to announce the dashboard")
@@ -81,7 +54,7 @@ def test_runner_runs_everything_restarts_a_dead_child_and_stops_cleanly(project,
 
 def test_a_killed_private_redis_is_restarted_and_deals_flow_again(project, stack_env):
     env = stack_env(BACKFILL_INTERVAL_S=2, UPSERT_INTERVAL_S=2)
-    runner = Foreground(project, env)
+    runner = ForegroundRunner(project, env)
     try:
         announced = wait_until(lambda: runner.said(r"==> keepa-deals is running: dashboard (\S+)"),
                                60, "the runner to announce the dashboard")
