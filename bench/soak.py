@@ -8,7 +8,8 @@ changing, with background faults on every request (5xx, resets, hangs, truncated
 FAULT_EVERY_S (jittered) one fault is drawn with a seeded generator: SIGKILL of the worker, of
 beat or of redis-server; SIGSTOP of the backfill lease holder for over two lease TTLs; a Keepa
 outage; the database locked by an outside writer. After each, the recovery time is how long
-until every deal the simulator listed when the fault was cleared is stored at least that new.
+until every service runs again and every deal the simulator listed when the fault was cleared is
+stored at least that new.
 
 At the end the simulator's clock stops, faults go off, and once the table has settled it is
 compared with the ground truth. Printed: faults survived, longest recovery, deals lost (must be
@@ -36,10 +37,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import redis
 import requests
 from bench_support import ROOT, SimulatorProcess
 
+from keepa_deals.heartbeats import read_beat
 from keepa_deals.keepa_time import keepa_minute_to_unix
+from keepa_deals.processes import process_alive
 from keepa_deals.redis_server import connect, free_port
 from keepa_sim import DEFAULT_API_KEY
 
@@ -164,10 +168,20 @@ class System:
         stored = self.stored()
         return [a for a, t in wanted.items() if a in listed and stored.get(a, 0) < t]
 
+    def services_back(self) -> bool:
+        """Every service runs again, beat with its heartbeat in Redis."""
+        pids = {name: self.pid(name) for name in ("redis", "worker", "beat", "dashboard")}
+        if not all(pid and process_alive(pid) for pid in pids.values()):
+            return False
+        with contextlib.suppress(redis.RedisError, OSError, ValueError):
+            return (read_beat(self.redis()) or {}).get("pid") == pids["beat"]
+        return False
+
     def caught_up(self, wanted: dict[str, int], timeout: float) -> float | None:
-        """Seconds until nothing of `wanted` is behind, None after `timeout`."""
+        """Seconds until every service is back and nothing of `wanted` is behind, None after
+        `timeout`."""
         began = time.monotonic()
-        while self.behind(wanted):
+        while not self.services_back() or self.behind(wanted):
             if time.monotonic() - began > timeout:
                 return None
             time.sleep(0.5)
@@ -200,7 +214,7 @@ class System:
             conn.close()
 
     def lease_holder(self) -> int | None:
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(redis.RedisError, OSError, ValueError):
             value = self.redis().get("kd:lock:backfill_deals_lock")
             return json.loads(value)["pid"] if value else None
         return None
