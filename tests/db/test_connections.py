@@ -13,6 +13,7 @@ from db_helpers import BASE_TIME, make_deal
 from keepa_deals import db
 
 pytestmark = pytest.mark.timeout(30)
+WAITED_S = 0.05  # a writer without a busy timeout fails within a millisecond of its BEGIN
 
 
 def write_deal(conn, asin: str) -> None:
@@ -73,13 +74,21 @@ def test_long_read_transaction_never_fails_a_writer(conn, db_path):
 
 
 def test_second_writer_waits_for_the_first_instead_of_failing(conn, db_path):
+    """A writer whose BEGIN IMMEDIATE starts while another holds the write lock neither fails
+    nor writes while the holder keeps writing, and writes right after the holder's COMMIT.
+    SQLite's trace callback tells when each of its statements starts: no sleep."""
     conn.execute("BEGIN IMMEDIATE")
     conn.execute("INSERT INTO pipeline_state VALUES ('holder', '1', 0)")
-    trying, outcome = threading.Event(), {}
+    began, statements, outcome = threading.Event(), [], {}
+
+    def trace(sql: str) -> None:  # called in the second writer's thread as a statement starts
+        statements.append((time.monotonic(), sql.split(maxsplit=1)[0].upper()))
+        if sql.upper().startswith("BEGIN"):
+            began.set()
 
     def second_writer():
         other = db.connect(db_path, busy_timeout_s=20)
-        trying.set()
+        other.set_trace_callback(trace)
         try:
             write_deal(other, "B000000002")
             outcome["finished_at"] = time.monotonic()
@@ -90,15 +99,21 @@ def test_second_writer_waits_for_the_first_instead_of_failing(conn, db_path):
 
     thread = threading.Thread(target=second_writer)
     thread.start()
-    assert trying.wait(10)
-    time.sleep(0.3)  # the first writer keeps working while the second one is blocked
-    assert thread.is_alive() and not outcome, "the second writer cannot finish under the lock"
+    assert began.wait(10), "the second writer never began its transaction"
+    begin_at = statements[0][0]
+    rows = 0  # the holder keeps writing until the second writer has waited WAITED_S
+    while not outcome and time.monotonic() - begin_at < WAITED_S:
+        rows += 1
+        conn.execute("INSERT INTO pipeline_state VALUES (?, '1', 0)", (f"work-{rows}",))
+    assert not outcome and thread.is_alive(), f"the second writer did not wait: {outcome}"
     committed_at = time.monotonic()
     conn.execute("COMMIT")
     thread.join(timeout=20)
-    assert "error" not in outcome
-    assert outcome["finished_at"] >= committed_at
+    assert not thread.is_alive() and "error" not in outcome, outcome
+    first_write_at = next(at for at, verb in statements if verb == "INSERT")
+    assert begin_at < committed_at <= first_write_at, "it wrote only after the holder's COMMIT"
     assert db.deal_count(conn) == 1
+    assert conn.execute("SELECT COUNT(*) FROM pipeline_state").fetchone()[0] == rows + 1
 
 
 def test_without_a_busy_timeout_the_same_contention_fails(conn, db_path):
