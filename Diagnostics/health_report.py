@@ -24,6 +24,8 @@ from keepa_deals.health import PipelineHealth, TaskVerdict, collect_health, dura
 EXIT_HEALTHY = 0
 EXIT_UNHEALTHY = 1
 EXIT_CONFIG = 3
+EXIT_STARTING = 4
+_HEADLINES = {"healthy": "OK", "starting": "STARTING", "unhealthy": "NOT HEALTHY"}
 _PLAN_NOT_JUDGED = "not judged yet (it needs a complete scan and Keepa's refill rate)"
 
 _EPILOG = """\
@@ -33,6 +35,7 @@ exit codes:
      unreachable (the report says why and what to do)
   2  bad command-line usage
   3  the configuration (.env / environment) is invalid
+  4  starting: the services came up recently and the first runs are due, not yet overdue
 """
 
 
@@ -51,12 +54,16 @@ def main(argv: list[str] | None = None) -> int:
     health = collect_health(settings)
     text = json.dumps(health.to_dict(), indent=2, default=str) if args.json else report(health)
     print(_scrubbed(text, settings))
-    return EXIT_HEALTHY if health.ok else EXIT_UNHEALTHY
+    return {"healthy": EXIT_HEALTHY, "starting": EXIT_STARTING}.get(health.status,
+                                                                      EXIT_UNHEALTHY)
 
 
 def report(health: PipelineHealth) -> str:
     """The health as text: verdict first, then the facts an operator looks at next."""
-    lines = [f"pipeline: {'OK' if health.ok else 'NOT HEALTHY'} — {health.reason}", ""]
+    lines = [f"pipeline: {_HEADLINES[health.status]} — {health.reason}"]
+    if health.fix:
+        lines.append(f"fix: {health.fix}")
+    lines.append("")
     lines.append(f"deals: {_value(health.deal_count)} stored, "
                  f"{_value(health.deals_last_hour)} new in the last hour, "
                  f"{_value(health.deals_last_day)} in the last day; "

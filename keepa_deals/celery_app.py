@@ -31,7 +31,8 @@ from celery import Celery, signals
 from celery.beat import Scheduler
 from kombu.transport import redis as kombu_redis
 
-from keepa_deals import heartbeats
+from keepa_deals import heartbeats, logs
+from keepa_deals.alerting.check import watchdog as alert_watchdog
 from keepa_deals.config import ConfigError, Settings, load_settings, redact_url
 from keepa_deals.constants import BEAT_LOCK, CELERY_KEY_PREFIX
 from keepa_deals.locks import LeaseLock
@@ -41,10 +42,12 @@ from keepa_deals.task_runtime import QueryFileError, load_selection
 
 log = logging.getLogger(__name__)
 
-TASK_MODULES = ("keepa_deals.backfiller", "keepa_deals.simple_task", "keepa_deals.janitor_task")
+TASK_MODULES = ("keepa_deals.backfiller", "keepa_deals.simple_task", "keepa_deals.janitor_task",
+                "keepa_deals.alerting.task")
 BACKFILL_TASK = "keepa_deals.backfiller.backfill_deals"
 UPSERT_TASK = "keepa_deals.simple_task.update_recent_deals"
 JANITOR_TASK = "keepa_deals.janitor.remove_stale_deals"
+ALERT_TASK = "keepa_deals.alerting.check_alerts"
 _SOFT_LIMIT_MARGIN_S = 30  # after the slice: one last request may still be in flight
 _HARD_LIMIT_MARGIN_S = 30  # between the soft limit (clean stop) and the hard kill
 _MIN_VISIBILITY_TIMEOUT_S = 3600
@@ -60,11 +63,12 @@ def time_limits(settings: Settings) -> tuple[float, float, float]:
 
 
 def beat_schedule(settings: Settings) -> dict:
-    """The three periodic tasks; each message expires after one interval."""
+    """The four periodic tasks; each message expires after one interval."""
     entries = {
         "backfill-deals": (BACKFILL_TASK, settings.backfill_interval_s),
         "update-recent-deals": (UPSERT_TASK, settings.upsert_interval_s),
         "remove-stale-deals": (JANITOR_TASK, settings.janitor_interval_s),
+        "check-alerts": (ALERT_TASK, settings.alerts.check_interval_s),
     }
     return {
         name: {"task": task, "schedule": interval, "options": {"expires": interval}}
@@ -218,29 +222,34 @@ class LeasedScheduler(Scheduler):
 # --------------------------------------------------------------------------- worker
 
 class _WorkerHeartbeat:
-    """A daemon thread in the worker's main process refreshing its heartbeat key."""
+    """A daemon thread in the worker's main process refreshing its heartbeat key, and the
+    alert watchdog: it checks health itself when beat's alert checks stopped."""
 
     def __init__(self):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._outage = OutageLog(log, "worker heartbeat: Redis")
 
-    def start(self, url: str, hostname: str) -> None:
+    def start(self, url: str, hostname: str, settings: Settings) -> None:
         client = connect(url)
-        self._thread = threading.Thread(target=self._loop, args=(client, hostname),
+        self._thread = threading.Thread(target=self._loop, args=(client, hostname, settings),
                                         name="worker-heartbeat", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
 
-    def _loop(self, client: redis.Redis, hostname: str) -> None:
+    def _loop(self, client: redis.Redis, hostname: str, settings: Settings) -> None:
         while True:
             try:
                 heartbeats.worker_heartbeat(client, hostname)
                 self._outage.ok()
             except redis.RedisError as exc:
                 self._outage.failed(exc)
+            try:
+                alert_watchdog(settings)
+            except Exception:  # the heartbeat must outlive any alert problem
+                log.exception("alert watchdog failed")
             if self._stop.wait(heartbeats.HEARTBEAT_INTERVAL_S):
                 return
 
@@ -263,7 +272,20 @@ def _start_worker_heartbeat(sender=None, **_):
     app_of_worker = sender.app
     log.info("worker %s ready (revision %s, broker %s)", sender.hostname,
              heartbeats.code_revision(), redact_url(app_of_worker.conf.broker_url))
-    _worker_heartbeat.start(app_of_worker.conf.broker_url, sender.hostname)
+    _worker_heartbeat.start(app_of_worker.conf.broker_url, sender.hostname,
+                            app_of_worker.pipeline_settings)
+
+
+@signals.after_setup_logger.connect
+@signals.after_setup_task_logger.connect
+def _json_logs(logger=None, **_):
+    """LOG_FORMAT=json: Celery's handlers write one JSON object per line (keepa_deals.logs)."""
+    logs.apply_to(logger)
+
+
+def _process_role() -> str:
+    """worker, beat or celery: what this Celery process is, for its log lines."""
+    return next((arg for arg in sys.argv[1:] if arg in ("worker", "beat")), "celery")
 
 
 @signals.worker_shutdown.connect
@@ -277,6 +299,7 @@ def _build_app() -> Celery:
     """The app of this process; a bad configuration ends it with a one-line error."""
     try:
         settings = load_settings()
+        logs.configure(settings, _process_role())
         load_selection(settings.query_path)
         return make_celery(settings, broker_url=redis_url_for(settings))
     except (ConfigError, QueryFileError, RedisUnavailable) as exc:

@@ -26,6 +26,32 @@ class ConfigError(ValueError):
     """A configuration value is missing or invalid; the message names the variable."""
 
 
+WEBHOOK_FORMATS = ("json", "slack", "discord", "ntfy")
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    """Where notifications go (none configured: alerts are only on the dashboard)."""
+
+    webhook_url: str | None = None
+    webhook_format: str = "json"
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_user: str | None = None
+    smtp_password: str | None = None
+    email_to: tuple[str, ...] = ()
+    email_from: str | None = None
+    repeat_h: float = 6.0
+    check_interval_s: float = 30.0  # beat's alert check; the worker's watchdog after 3 missed
+    dashboard_url: str | None = None  # the link in a notification; default the local one
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        """The configured channels: "webhook", "email"."""
+        return (("webhook",) if self.webhook_url else ()) + (
+            ("email",) if self.smtp_host and self.email_to else ())
+
+
 @dataclass(frozen=True)
 class Settings:
     """Validated settings; see docs/architecture.md for the variable behind each field."""
@@ -52,6 +78,8 @@ class Settings:
     dashboard_port: int
     dashboard_password: str | None
     var_dir: Path
+    alerts: AlertSettings = AlertSettings()
+    log_format: str = "text"  # LOG_FORMAT: text (human-readable) or json (one object a line)
 
     def __repr__(self) -> str:
         return f"Settings({self.redacted()!r})"
@@ -64,6 +92,11 @@ class Settings:
                 values[name] = "***"
         if values["redis_url"]:
             values["redis_url"] = redact_url(values["redis_url"])
+        alerts = values["alerts"]
+        if alerts["smtp_password"]:
+            alerts["smtp_password"] = "***"
+        if alerts["webhook_url"]:  # a webhook URL is a credential (Slack, Discord, ntfy topics)
+            alerts["webhook_url"] = redact_webhook(alerts["webhook_url"])
         return values
 
 
@@ -74,6 +107,12 @@ def redact_url(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return parts._replace(netloc=netloc).geturl()
+
+
+def redact_webhook(url: str) -> str:
+    """Only the scheme and host of a webhook URL: its path and query often are the secret."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or '?'}/***"
 
 
 def load_settings(
@@ -128,6 +167,42 @@ def load_settings(
         dashboard_port=reader.integer("DASHBOARD_PORT", 5000, low=1, high=65535),
         dashboard_password=reader.text("DASHBOARD_PASSWORD"),
         var_dir=var_dir,
+        alerts=_alert_settings(reader),
+        log_format=_choice(reader, "LOG_FORMAT", ("text", "json"), "text"),
+    )
+
+
+def _choice(reader: _Reader, name: str, choices: tuple[str, ...], default: str) -> str:
+    value = (reader.text(name) or default).lower()
+    if value not in choices:
+        raise ConfigError(f"{name}: expected one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _alert_settings(reader: _Reader) -> AlertSettings:
+    webhook_format = _choice(reader, "ALERT_WEBHOOK_FORMAT", WEBHOOK_FORMATS, "json")
+    email_to = tuple(a.strip() for a in (reader.text("ALERT_EMAIL_TO") or "").split(",")
+                     if a.strip())
+    smtp_host = reader.text("ALERT_SMTP_HOST")
+    if bool(smtp_host) != bool(email_to):
+        missing = "ALERT_EMAIL_TO" if smtp_host else "ALERT_SMTP_HOST"
+        raise ConfigError(f"{missing}: e-mail alerts need both ALERT_SMTP_HOST and "
+                          "ALERT_EMAIL_TO (comma-separated addresses); set it or unset the other")
+    bad = [a for a in email_to if "@" not in a]
+    if bad:
+        raise ConfigError(f"ALERT_EMAIL_TO: not an e-mail address: {bad[0]!r}")
+    return AlertSettings(
+        webhook_url=reader.optional_url("ALERT_WEBHOOK_URL", schemes=("http", "https")),
+        webhook_format=webhook_format,
+        smtp_host=smtp_host,
+        smtp_port=reader.integer("ALERT_SMTP_PORT", 587, low=1, high=65535),
+        smtp_user=reader.text("ALERT_SMTP_USER"),
+        smtp_password=reader.text("ALERT_SMTP_PASSWORD"),
+        email_to=email_to,
+        email_from=reader.text("ALERT_EMAIL_FROM") or "keepa-deals@localhost",
+        repeat_h=reader.number("ALERT_REPEAT_H", 6, low=0.001),
+        check_interval_s=reader.number("ALERT_CHECK_S", 30, low=0.5),
+        dashboard_url=reader.optional_url("ALERT_DASHBOARD_URL", schemes=("http", "https")),
     )
 
 

@@ -12,6 +12,7 @@ Keepa key or a password (web/scrubber.py replaces one that slipped into a messag
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -19,8 +20,9 @@ import redis
 from flask import Flask, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
+from keepa_deals import logs
 from keepa_deals.config import PROJECT_ROOT, ConfigError, Settings, load_settings
-from keepa_deals.web import api, auth, deals, formatting, overview
+from keepa_deals.web import api, auth, deals, formatting, metrics, overview
 from keepa_deals.web.auth import UnsafeBindError, check_bind
 from keepa_deals.web.deal_query import BadParameter
 from keepa_deals.web.scrubber import SecretScrubber
@@ -50,7 +52,7 @@ def create_app(settings: Settings | None = None, *,
     app.teardown_appcontext(Sources.close)
     app.jinja_env.filters.update(formatting.FILTERS)
     app.jinja_env.globals.update(formatting.GLOBALS)
-    for blueprint in (auth.bp, overview.bp, deals.bp, api.bp):
+    for blueprint in (auth.bp, overview.bp, deals.bp, api.bp, metrics.bp):
         app.register_blueprint(blueprint)
     app.register_error_handler(BadParameter, _bad_parameter)
     app.register_error_handler(HTTPException, _http_error)
@@ -88,14 +90,18 @@ def main() -> int:
     """Serve the dashboard with waitress on DASHBOARD_HOST:DASHBOARD_PORT (from the settings)."""
     try:
         settings = load_settings()
+        logs.configure(settings, "dashboard")
         app = create_app(settings)
     except (ConfigError, UnsafeBindError) as exc:
         print(f"dashboard: {exc}", file=sys.stderr)
         return 2
     from waitress import serve
 
-    print(f"dashboard: serving http://{settings.dashboard_host}:{settings.dashboard_port}/ "
-          f"(database {Path(settings.database_path)})", flush=True)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logs.apply_to(logging.getLogger())
+    logging.getLogger(__name__).info(
+        "dashboard: serving http://%s:%s/ (database %s)", settings.dashboard_host,
+        settings.dashboard_port, Path(settings.database_path))
     serve(app, host=settings.dashboard_host, port=settings.dashboard_port,
           threads=SERVER_THREADS, ident="keepa-deals")
     return 0

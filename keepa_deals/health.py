@@ -9,7 +9,9 @@ unreachable Redis or database is reported as a cause.
 
 Healthy (`PipelineHealth.ok`) means progress, not liveness (FAILURES O4): a backfill or upserter
 run recently ended having written or confirmed deals, worker and beat heartbeats are fresh, and
-no task is stalled.
+no task is stalled. `status` says the same in one word for people and alerts: healthy, starting
+(the services came up less than one progress window ago and nothing is wrong yet: the first runs
+are due, not overdue) or unhealthy, with `fix` beside `reason`.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from keepa_deals.redis_server import RedisUnavailable, connect, redis_url_for
 from keepa_deals.tokens import TokenBucket
 
 STATES = ("running", "waiting_tokens", "idle", "stalled", "unknown")
+STATUSES = ("healthy", "starting", "unhealthy")
 TASK_LOCKS = {TASK_BACKFILL: BACKFILL_LOCK, TASK_UPSERT: UPSERT_LOCK}
 BACKFILL_CURSOR_STATE = "backfill_cursor"  # backfiller.CURSOR_STATE
 RUNS_PER_TASK = 10
@@ -70,6 +73,8 @@ class PipelineHealth:
     reason: str
     verdicts: list[TaskVerdict]
     generated_at: float
+    status: str = "unhealthy"  # one of STATUSES
+    fix: str | None = None  # what to do when not healthy
     deal_count: int | None = None
     deals_last_hour: int | None = None
     deals_last_day: int | None = None
@@ -316,6 +321,48 @@ def overall(verdicts: list[TaskVerdict], *, runs: dict[str, list[dict]], live: L
                   f"{run.get('deals_written') or 0} deals written")
 
 
+def overall_status(ok: bool, reason: str, verdicts: list[TaskVerdict], *, live: Liveness,
+                   settings: Settings, now: float) -> tuple[str, str, str | None]:
+    """(status, reason, fix). Not healthy but nothing wrong yet, with worker and beat up for less
+    than one progress window: "starting", with when the first runs are overdue."""
+    if ok:
+        return "healthy", reason, None
+    fix = _overall_fix(verdicts, live)
+    started = _services_started_at(live)
+    window = progress_window_s(settings)
+    nothing_wrong = fix is None and started is not None
+    if nothing_wrong and now - started <= window:
+        overdue_in = started + window - now
+        return "starting", (f"starting: worker and beat came up {duration_text(now - started)} "
+                            "ago; the first runs that write deals are due, overdue in "
+                            f"{duration_text(overdue_in)}"), None
+    return "unhealthy", reason, fix or ("Look at each task's verdict on the dashboard and at "
+                                        "the worker log (VAR_DIR/log/worker.log).")
+
+
+def _overall_fix(verdicts: list[TaskVerdict], live: Liveness) -> str | None:
+    """The fix of what is wrong, None when nothing is wrong but progress is missing."""
+    if live.redis_error:
+        return ("Start Redis (./start_celery.sh starts the private one) or fix REDIS_URL; "
+                "every service reconnects by itself.")
+    if live.database_error:
+        return "Check that DATABASE_PATH exists, is writable and its disk is not full."
+    if not live.workers or live.beat is None:
+        return (f"{_START_CELERY[0].upper()}{_START_CELERY[1:]} (or make run) and read "
+                "VAR_DIR/log/ of the missing service.")
+    return next((v.fix for v in verdicts if v.state == "stalled" and v.fix), None)
+
+
+def _services_started_at(live: Liveness) -> float | None:
+    """When the newest of the live worker and beat processes started, None when one is
+    missing or its start is unknown."""
+    starts = [w.get("started_at") for w in live.workers] + [(live.beat or {}).get("started_at")]
+    if not live.workers or live.beat is None or not all(
+            isinstance(t, int | float) for t in starts):
+        return None
+    return max(starts)
+
+
 def progress_window_s(settings: Settings) -> float:
     """How recent a progressing run must be: a few upserter intervals plus one slice."""
     return 3 * min(settings.upsert_interval_s, settings.backfill_interval_s) \
@@ -350,8 +397,10 @@ def collect_health(settings: Settings, *, redis: redis.Redis | None = None,
         for task in PIPELINE_TASKS
     ]
     ok, reason = overall(verdicts, runs=stats.runs, live=live, settings=settings, now=now)
+    status, reason, fix = overall_status(ok, reason, verdicts, live=live, settings=settings,
+                                         now=now)
     return PipelineHealth(
-        ok=ok, reason=reason, verdicts=verdicts, generated_at=now,
+        ok=ok, reason=reason, verdicts=verdicts, generated_at=now, status=status, fix=fix,
         deal_count=stats.deal_count, deals_last_hour=stats.deals_last_hour,
         deals_last_day=stats.deals_last_day,
         newest_deal_age_s=_age(now, stats.newest_first_seen),

@@ -27,7 +27,7 @@ TASK_KEY_PREFIX = HEARTBEAT_KEY_PREFIX + "task:"
 HEARTBEAT_INTERVAL_S = 10
 HEARTBEAT_TTL_S = 3 * HEARTBEAT_INTERVAL_S
 TASK_STATUS_TTL_S = 24 * 3600
-_NUMERIC_FIELDS = ("pid", "ts", "progress", "eta_s", "updated_at", "run_id")
+_NUMERIC_FIELDS = ("started_at", "pid", "ts", "progress", "eta_s", "updated_at", "run_id")
 
 
 @cache
@@ -50,11 +50,15 @@ def code_revision() -> str:
     return out.stdout.strip() or "unknown"
 
 
+PROCESS_STARTED_AT = time.time()  # this process imported the module: its start, near enough
+
+
 def _identity() -> dict:
     return {
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "revision": code_revision(),
+        "started_at": PROCESS_STARTED_AT,
         "ts": time.time(),
     }
 

@@ -259,8 +259,10 @@ class KeepaClient:
                  task: str = "adhoc", priority: int = PRIORITY_BACKFILL,
                  connect_timeout_s: float = 10, read_timeout_s: float = 60,
                  max_transient_retries: int = 4, max_consecutive_429: int = 10,
-                 retry_backoff_s: float = 1.0, session: requests.Session | None = None):
+                 retry_backoff_s: float = 1.0, session: requests.Session | None = None,
+                 on_response: Callable[[str, int | None], None] | None = None):
         register_secret(api_key)
+        self._on_response = on_response  # (endpoint, HTTP status or None): e.g. a counter
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
         self._gate = gate
@@ -275,13 +277,14 @@ class KeepaClient:
         self._session.headers["Accept-Encoding"] = "gzip"
 
     @classmethod
-    def from_settings(cls, settings, gate: TokenGate, *, task: str,
-                      priority: int) -> KeepaClient:
+    def from_settings(cls, settings, gate: TokenGate, *, task: str, priority: int,
+                      on_response: Callable[[str, int | None], None] | None = None
+                      ) -> KeepaClient:
         """A client for the configured Keepa URL, key, domain and timeouts."""
         return cls(settings.keepa_api_url, settings.keepa_api_key, gate,
                    domain=settings.keepa_domain, task=task, priority=priority,
                    connect_timeout_s=settings.keepa_connect_timeout_s,
-                   read_timeout_s=settings.keepa_read_timeout_s)
+                   read_timeout_s=settings.keepa_read_timeout_s, on_response=on_response)
 
     def __repr__(self) -> str:
         return (f"KeepaClient(base_url={self.base_url!r}, domain={self.domain}, "
@@ -429,6 +432,8 @@ class KeepaClient:
         if unsendable is not None:
             raise KeepaError(f"/{endpoint}: request could not be sent ({unsendable})")
         duration_ms = round((time.monotonic() - started) * 1000)
+        if self._on_response is not None:
+            self._on_response(endpoint, None if failure is not None else response.status_code)
         if failure is not None:
             log.info("keepa /%s failed after %d ms: %s", endpoint, duration_ms, failure)
             return _Reply(None, None, None, failure, garbled=True)

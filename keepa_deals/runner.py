@@ -27,6 +27,7 @@ import signal
 import sys
 import threading
 
+from keepa_deals import logs
 from keepa_deals.config import ConfigError, Settings, load_settings, redact_url
 from keepa_deals.ops import processes
 from keepa_deals.ops.control import OpsError, exclusive, migrate, preflight, record_revision, status
@@ -41,7 +42,7 @@ from keepa_deals.ops.services import (
     services,
     system_redis,
 )
-from keepa_deals.ops.supervisor import RestartPolicy, State, Supervisor
+from keepa_deals.ops.supervisor import RestartPolicy, State, Supervisor, alert_given_up
 from keepa_deals.redis_server import RedisUnavailable, private_redis
 
 _STEP_S = 0.2
@@ -111,6 +112,7 @@ class Runner:
         while not self.stop_requested.wait(_STEP_S):
             for service, supervisor in self.supervisors:
                 if supervisor.step() is State.GAVE_UP:
+                    alert_given_up(self.settings, service.name, supervisor.reason, _announce)
                     say("=" * 78)
                     say(f"{_LOUD}{service.name} cannot be kept running; stopping everything.")
                     say("=" * 78)
@@ -143,7 +145,8 @@ class Runner:
 
 def say(message: str) -> None:
     """A runner message on stderr (children's output goes to stdout)."""
-    print(message, file=sys.stderr, flush=True)
+    shown = logs.json_line(message, process="runner") if logs.is_json() else message
+    print(shown, file=sys.stderr, flush=True)
 
 
 def _announce(message: str, loud: bool) -> None:
@@ -175,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         say(f"error: {exc}")
         return 2
+    logs.configure(settings, "runner")
     simulator_args = ("--config", os.path.abspath(args.sim_config)) if args.sim_config else ()
     return Runner(settings, stop_timeout_s=args.stop_timeout,
                   simulator_args=simulator_args).run()

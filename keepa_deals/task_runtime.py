@@ -38,7 +38,7 @@ from pathlib import Path
 import redis
 from celery import shared_task
 
-from keepa_deals import db, deals, heartbeats
+from keepa_deals import db, deals, heartbeats, logs
 from keepa_deals.config import ConfigError, Settings, load_settings
 from keepa_deals.constants import MAX_ASINS_PER_PRODUCT_CALL
 from keepa_deals.deals import DealRecord, ParsedPage
@@ -52,6 +52,7 @@ from keepa_deals.keepa_api import (
     redact,
     validate_selection,
 )
+from keepa_deals.keepa_stats import response_counter
 from keepa_deals.locks import LeaseLock, LeaseLost, LockHeld
 from keepa_deals.redis_server import RedisUnavailable, connect, redis_url_for
 from keepa_deals.tokens import URGENT_HEADROOM, TokenBucket, TokenStarvedError, TokenWaitTimeout
@@ -168,8 +169,9 @@ class TaskRun:
         self.lock = lock
         self.deadline = deadline
         self.gate = MeteredGate(services.bucket)
-        self.client = KeepaClient.from_settings(services.settings, self.gate, task=spec.task,
-                                                priority=spec.priority)
+        self.client = KeepaClient.from_settings(
+            services.settings, self.gate, task=spec.task, priority=spec.priority,
+            on_response=response_counter(services.redis))
         self.deals_written = 0
         self.detail: dict = {}
         self.status_detail = "starting"
@@ -406,7 +408,8 @@ def run_pipeline_task(services: PipelineServices, spec: TaskSpec,
     deadline = time.time() + (settings.task_slice_s if slice_s is None else slice_s)
     run = TaskRun(services, spec, run_id=run_id, conn=conn, lock=lock, deadline=deadline)
     try:
-        outcome, error = _execute(run, work)
+        with logs.log_context(task=spec.task, run_id=run_id):
+            outcome, error = _execute(run, work)
         report = RunReport(run_id, outcome, run.deals_written, run.gate.tokens_spent, error,
                            dict(run.detail))
         _record_end(conn, report)

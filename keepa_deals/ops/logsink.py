@@ -16,6 +16,8 @@ from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import BinaryIO, Protocol, TextIO
 
+from keepa_deals import logs
+
 LOG_MAX_BYTES = 10 * 1024 * 1024
 LOG_BACKUPS = 5
 MAX_LINE_BYTES = 64 * 1024
@@ -31,13 +33,15 @@ class ConsoleSink:
     _lock = threading.Lock()
 
     def __init__(self, name: str, stream: TextIO | None = None, width: int = 9):
+        self.name = name
         self.prefix = f"{name:<{width}}| "
         self.stream = stream
 
     def write(self, line: str) -> None:
         stream = self.stream or sys.stdout
+        shown = as_json_line(line, self.name) if logs.is_json() else self.prefix + line
         with self._lock:
-            stream.write(self.prefix + line + "\n")
+            stream.write(shown + "\n")
             stream.flush()
 
 
@@ -53,6 +57,8 @@ class RotatingFileSink:
         self._handler.setFormatter(logging.Formatter("%(message)s"))
 
     def write(self, line: str) -> None:
+        if logs.is_json():
+            line = as_json_line(line, self.path.stem)
         self._handler.handle(logging.makeLogRecord({"msg": line, "levelno": logging.INFO}))
 
     def close(self) -> None:
@@ -60,8 +66,19 @@ class RotatingFileSink:
 
 
 def stamped(message: str) -> str:
-    """A supervisor message with a UTC timestamp (child lines keep their own format)."""
+    """A supervisor message with a UTC timestamp (child lines keep their own format); with
+    LOG_FORMAT=json a JSON line of process "supervisor"."""
+    if logs.is_json():
+        return logs.json_line(message, process="supervisor")
     return time.strftime("[%Y-%m-%d %H:%M:%S UTC] ", time.gmtime()) + message
+
+
+def as_json_line(line: str, process: str) -> str:
+    """`line` as it is when it already is a JSON object (a child logging JSON), else wrapped
+    into one (a banner, a traceback line, the simulator's output)."""
+    if line.startswith("{") and line.endswith("}"):
+        return line
+    return logs.json_line(line, process=process)
 
 
 def pump(stream: BinaryIO, sink: Sink) -> threading.Thread:

@@ -110,7 +110,8 @@ def services(settings: Settings, redis_url: str, *, python: str | None = None,
     """The services to run for `settings`, in start order. The Redis keeper is among them when
     `private_redis_kept` (default: REDIS_URL unset, so the private server is the system's)."""
     python = python or sys.executable
-    celery = (python, "-m", "celery", "-A", CELERY_APP)
+    quiet = ("--quiet",) if settings.log_format == "json" else ()  # no banner: JSON lines only
+    celery = (python, "-m", "celery", "-A", CELERY_APP, *quiet)
     client = _client_factory(redis_url)
     found = []
     if not settings.redis_url if private_redis_kept is None else private_redis_kept:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from keepa_deals import logs
 from keepa_deals.config import PROJECT_ROOT, ConfigError, Settings, load_settings
 from keepa_deals.ops import processes
 from keepa_deals.ops.logsink import RotatingFileSink, Sink, pump, stamped
@@ -189,6 +190,16 @@ class Supervisor:
             self.pidfile.remove(if_pid=child.pid)
 
 
+def alert_given_up(settings: Settings, name: str, reason: str, announce: Announce) -> None:
+    """Notify the configured alert channels that `name` was given up (never raises)."""
+    from keepa_deals.alerting.check import notify_gave_up
+
+    try:
+        notify_gave_up(settings, name, reason)
+    except Exception as exc:  # noqa: BLE001 - supervision must end cleanly whatever happens
+        announce(f"the alert about {name} could not be sent: {type(exc).__name__}", True)
+
+
 # ---------------------------------------------------------------------- daemon
 
 
@@ -206,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    logs.configure(settings, "supervisor")
     # REDIS_URL is set for every supervised child, the private server's included: list all.
     known = {s.name: s for s in services(settings, settings.redis_url or "",
                                          private_redis_kept=True)}
@@ -237,6 +249,7 @@ def _supervise(name: str, argv: tuple[str, ...], sink: RotatingFileSink, setting
     while not stop.wait(_STEP_S):
         if supervisor.step() is State.GAVE_UP:
             failed_marker(settings, name).write_text(stamped(supervisor.reason) + "\n")
+            alert_given_up(settings, name, supervisor.reason, announce)
             supervisor.finish()
             return 1
     target = supervisor.stop_target()

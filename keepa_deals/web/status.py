@@ -13,6 +13,7 @@ import time
 from flask import current_app
 
 from keepa_deals import db
+from keepa_deals.alerting.check import read_state
 from keepa_deals.health import PipelineHealth, collect_health
 from keepa_deals.web.sources import SOURCE_ERRORS, Sources
 
@@ -42,12 +43,35 @@ def overview_status(sources: Sources) -> dict:
     health = current_health(sources, now)
     status = health.to_dict()
     status["tasks"] = {v["task"]: v for v in status["verdicts"]}
+    status["alerts"] = alert_summary(sources.settings)
+    if status["alerts"]["delivery_failing"]:
+        status["warnings"].append(status["alerts"]["delivery_failing"])
     status["charts"] = {
         "balance": (health.tokens or {}).get("history", []),
         "deals_per_hour": _deals_per_hour(sources, now) if not health.database_error else [],
         "tokens_per_task": _tokens_per_task(health.tokens),
     }
     return status
+
+
+def alert_summary(settings) -> dict:
+    """Where alerts go, the open incident, the last notification sent, and a sentence when
+    delivery is failing (alerting.check keeps retrying it)."""
+    state = read_state(settings)
+    failing = state.delivery_failing if state else None
+    sentence = None
+    if failing:
+        errors = "; ".join(f"{channel}: {error}" for channel, error in failing["errors"].items())
+        sentence = (f"Alert delivery failing since {_utc(failing['since'])} ({errors}); "
+                    f"next try {_utc(failing['next_try_at'])}.")
+    return {"channels": list(settings.alerts.channels),
+            "incident_since": state.incident_since if state else None,
+            "last_sent": state.last_sent if state else None,
+            "delivery_failing": sentence}
+
+
+def _utc(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(timestamp))
 
 
 class HourlyCounts:

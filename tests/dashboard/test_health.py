@@ -19,7 +19,7 @@ from keepa_deals.constants import (
     UPSERT_LOCK,
 )
 from keepa_deals.envelope import TokenEnvelope
-from keepa_deals.health import collect_health
+from keepa_deals.health import collect_health, duration_text, progress_window_s
 from keepa_deals.locks import LeaseLock
 from keepa_deals.redis_server import free_port
 from keepa_deals.tokens import TokenBucket
@@ -28,8 +28,9 @@ pytestmark = pytest.mark.timeout(30)
 
 
 @pytest.fixture
-def alive(redis_client):
-    """Worker and beat heartbeats, as the running services write them."""
+def alive(redis_client, monkeypatch):
+    """Worker and beat heartbeats, as services that started an hour ago write them."""
+    monkeypatch.setattr(heartbeats, "PROCESS_STARTED_AT", time.time() - 3600)
     heartbeats.worker_heartbeat(redis_client, "w1@test")
     heartbeats.beat_heartbeat(redis_client)
     return redis_client
@@ -59,6 +60,35 @@ def test_liveness_without_progress_is_not_healthy(settings, alive, database):
     result = health(settings, alive, database, now)
     assert not result.ok
     assert "no run wrote or confirmed deals" in result.reason
+
+
+def test_a_cold_start_is_starting_until_its_first_runs_are_overdue(settings, redis_client,
+                                                                   database, monkeypatch):
+    now = time.time()
+    monkeypatch.setattr(heartbeats, "PROCESS_STARTED_AT", now - 10)
+    heartbeats.worker_heartbeat(redis_client, "w1@test")
+    heartbeats.beat_heartbeat(redis_client)
+    window = progress_window_s(settings)
+    result = health(settings, redis_client, database, now)
+    assert (result.ok, result.status, result.fix) == (False, "starting", None)
+    assert result.reason.startswith("starting: worker and beat came up 10 s ago")
+    assert f"overdue in {duration_text(window - 10)}" in result.reason
+    late = health(settings, redis_client, database, now - 10 + window + 1)
+    assert late.status == "unhealthy" and "no run wrote or confirmed deals" in late.reason
+    assert late.fix, "an overdue start says what to do"
+
+
+def test_a_failure_during_the_start_is_unhealthy_at_once(settings, redis_client, database,
+                                                         monkeypatch):
+    now = time.time()
+    monkeypatch.setattr(heartbeats, "PROCESS_STARTED_AT", now - 10)
+    heartbeats.worker_heartbeat(redis_client, "w1@test")
+    heartbeats.beat_heartbeat(redis_client)
+    insert_run(database, TASK_UPSERT, started_at=now - 5, ended_at=now - 4, outcome="failed",
+               error="InvalidKeyError: Keepa rejects the key")
+    result = health(settings, redis_client, database, now)
+    assert result.status == "unhealthy" and "invalid key" in result.reason
+    assert "KEEPA_API_KEY" in result.fix
 
 
 def test_missing_worker_and_beat_heartbeats_stall_both_tasks(settings, redis_client, database):

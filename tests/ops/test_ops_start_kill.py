@@ -47,7 +47,7 @@ def test_start_supervise_refuse_twice_then_kill_everything(project, stack_env):
     env = stack_env()
     started = run(project, "./start_celery.sh", env=env, timeout=120)
     assert started.returncode == 0, show(started)
-    assert "3 scheduled tasks registered" in started.stdout, "registration must be checked"
+    assert "4 scheduled tasks registered" in started.stdout, "registration must be checked"
     pids = {name: recorded_pid(project, name) for name in SERVICES}
     assert all(pids.values()), pids
     client = private_redis(project)

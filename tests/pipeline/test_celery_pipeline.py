@@ -278,7 +278,9 @@ def test_broker_and_schedule_settings_keep_their_invariants(sim, pipeline_env):
     assert schedule["keepa_deals.simple_task.update_recent_deals"] == (60, 60)
     assert set(schedule) == {"keepa_deals.backfiller.backfill_deals",
                              "keepa_deals.simple_task.update_recent_deals",
-                             "keepa_deals.janitor.remove_stale_deals"}
+                             "keepa_deals.janitor.remove_stale_deals",
+                             "keepa_deals.alerting.check_alerts"}
+    assert schedule["keepa_deals.alerting.check_alerts"] == (30, 30), "ALERT_CHECK_S"
 
 
 def test_beat_waits_out_a_redis_outage_quietly_and_carries_on(

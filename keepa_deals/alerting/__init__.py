@@ -1,0 +1,1 @@
+"""Alerts: a stall reaches a person without anyone looking (see alerting.check)."""
