@@ -6,11 +6,15 @@
 # Steps: git fetch; fast-forward only (never a merge commit, refused over local changes);
 # install requirements.txt into .venv when it changed; pre-flight (the Celery app imports and
 # every scheduled task is registered — the running services are not touched before this
-# passes); database migrations; graceful restart (TERM: warm shutdown, KILL after a timeout);
-# the revision goes to var/REVISION (services report it) and var/log/deploy.log; health gate:
-# the dashboard's /healthz answers 200 and one task run of the new revision ends ok.
+# passes); database migrations, after a snapshot of the database when the new revision brings
+# migrations (SQLite backup API, var/backups/deals-before-deploy.db); graceful restart (TERM:
+# warm shutdown, KILL after a timeout); the revision goes to var/REVISION (services report it)
+# and var/log/deploy.log; health gate: the dashboard's /healthz answers 200, a task run of the
+# new revision wrote or re-confirmed deals, and none of its runs failed.
 # When a step after the fast-forward fails, the previous revision comes back (git reset --hard
-# to the recorded commit, reinstall, restart), deploy.log says why, and the exit code is 1.
+# to the recorded commit, reinstall, stop, the database snapshot restored — writes of the failed
+# revision are given up: the pipeline reads them from Keepa again — start), deploy.log says why,
+# and the exit code is 1.
 # Running it again with nothing new and everything healthy changes nothing (no restart).
 #
 # Environment: DEPLOY_REMOTE, DEPLOY_BRANCH (default: the branch's upstream, else origin and
@@ -26,6 +30,8 @@ health_timeout=${DEPLOY_HEALTH_TIMEOUT_S:-300}
 stop_timeout=${DEPLOY_STOP_TIMEOUT_S:-60}
 start_timeout=${DEPLOY_START_TIMEOUT_S:-90}
 deploy_log=""
+deploy_log_max_bytes=1048576
+snapshot=""
 step_output=""
 failure=""
 restarted=0
@@ -78,7 +84,8 @@ restart() {
 deploy() { # PREVIOUS TARGET SINCE
     install_requirements "$1" "$2" &&
         step "pre-flight: Celery app and task registration" ops preflight &&
-        step "database migrations" ops migrate &&
+        step "database migrations (a snapshot first when the schema changes)" \
+            ops migrate --snapshot "$snapshot" &&
         restart &&
         log "running revision ${2:0:12}" &&
         step "health gate (up to ${health_timeout}s)" \
@@ -95,9 +102,21 @@ rollback() { # PREVIOUS TARGET
         log "ROLLBACK INCOMPLETE: $failure — fix .venv, then run ./start_celery.sh"
         exit 1
     fi
-    if ((restarted)) && ! restart; then
-        log "ROLLBACK INCOMPLETE: $failure — see var/log, then run ./start_celery.sh"
-        exit 1
+    if [[ -f $snapshot ]] || ((restarted)); then
+        if ! step "stopping the services" ops stop --timeout "$stop_timeout"; then
+            log "ROLLBACK INCOMPLETE: $failure — see var/log, then run ./start_celery.sh"
+            exit 1
+        fi
+        if [[ -f $snapshot ]] && ! step "restoring the database as it was before ${2:0:12}" \
+            ops restore-snapshot "$snapshot"; then
+            log "ROLLBACK INCOMPLETE: $failure — restore $snapshot by hand" \
+                "(ops restore-snapshot), then run ./start_celery.sh"
+            exit 1
+        fi
+        if ! step "starting the services" ops start --timeout "$start_timeout"; then
+            log "ROLLBACK INCOMPLETE: $failure — see var/log, then run ./start_celery.sh"
+            exit 1
+        fi
     fi
     log "rolled back: revision ${1:0:12} is running again; ${2:0:12} was NOT deployed"
     exit 1
@@ -115,6 +134,10 @@ main() {
     var_dir=$(ops var-dir) || die "the configuration is invalid (see above)"
     mkdir -p "$var_dir/log" "$var_dir/run"
     deploy_log="$var_dir/log/deploy.log"
+    if [[ -f $deploy_log ]] && (($(stat -c %s "$deploy_log") > deploy_log_max_bytes)); then
+        mv -f "$deploy_log" "$deploy_log.1" # one older log kept: bounded
+    fi
+    snapshot="$var_dir/backups/deals-before-deploy.db"
     exec 9>"$var_dir/run/deploy.lock"
     flock -n 9 || die "another deploy is running"
     step_output=$(mktemp)

@@ -180,7 +180,7 @@ def migrate(conn: sqlite3.Connection) -> int:
     A database newer than this code raises MigrationError.
     """
     migrations = available_migrations()
-    latest = migrations[-1][0] if migrations else 0
+    latest = latest_version()
     with transaction(conn):
         conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
                      "(version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
@@ -199,6 +199,53 @@ def migrate(conn: sqlite3.Connection) -> int:
             conn.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
                          (version, int(time.time())))
     return latest
+
+
+def latest_version() -> int:
+    """The schema version this code expects: its highest migration."""
+    migrations = available_migrations()
+    return migrations[-1][0] if migrations else 0
+
+
+def ensure_schema(conn: sqlite3.Connection) -> None:
+    """What a task run does before working: create the schema in a brand-new database, else
+    require exactly this code's version. Upgrading an existing database is the start script's
+    and the deploy's job (once, after a snapshot), never a task run's."""
+    current, latest = schema_version(conn), latest_version()
+    if current == 0 and not _table_exists(conn, "deals"):
+        migrate(conn)
+        return
+    if current != latest:
+        newer = "newer" if current > latest else "older"
+        raise MigrationError(
+            f"database schema version {current} is {newer} than this code's {latest}: "
+            + ("start the matching code (./start_celery.sh or ./deploy_update.sh)"
+               if current > latest else
+               "apply the migrations: .venv/bin/python -m keepa_deals.ops migrate"))
+
+
+def snapshot(conn: sqlite3.Connection, path: Path) -> None:
+    """A consistent copy of the whole database at `path` (SQLite's online backup API), written
+    beside it first and renamed, so `path` is never a half-written copy."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.unlink(missing_ok=True)
+    target = sqlite3.connect(partial)
+    try:
+        conn.backup(target)
+    finally:
+        target.close()
+    partial.replace(path)
+
+
+def restore(conn: sqlite3.Connection, path: Path) -> None:
+    """Replace the whole database of `conn` with the snapshot at `path` (backup API, so the
+    WAL and other connections see a consistent database)."""
+    source = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        source.backup(conn)
+    finally:
+        source.close()
 
 
 def _statements(script: str) -> Iterator[str]:

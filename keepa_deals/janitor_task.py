@@ -34,7 +34,7 @@ def run_janitor(services: PipelineServices, *, now: int | None = None) -> dict:
     try:
         conn = db.connect(settings.database_path)
         try:
-            db.migrate(conn)
+            db.ensure_schema(conn)
             run_id = db.start_run(conn, TASK_JANITOR, host=socket.gethostname(),
                                   pid=os.getpid(), revision=heartbeats.code_revision())
             result = janitor.remove_stale_deals(

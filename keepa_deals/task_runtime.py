@@ -396,7 +396,7 @@ def run_pipeline_task(services: PipelineServices, spec: TaskSpec,
     except (sqlite3.Error, OSError) as exc:
         return _unrecorded(services, spec, f"SQLite error ({type(exc).__name__}: {exc})")
     try:
-        db.migrate(conn)
+        db.ensure_schema(conn)
         run_id = db.start_run(conn, spec.task, host=socket.gethostname(), pid=os.getpid(),
                               revision=revision)
     except (sqlite3.Error, db.MigrationError) as exc:

@@ -71,9 +71,14 @@ def _preflight(_settings, _args) -> int:
     return 0
 
 
-def _migrate(settings, _args) -> int:
-    control.migrate(settings)
+def _migrate(settings, args) -> int:
+    control.migrate(settings, snapshot=Path(args.snapshot) if args.snapshot else None)
     print(f"database {settings.database_path}: migrated")
+    return 0
+
+
+def _restore(settings, args) -> int:
+    control.restore_snapshot(settings, Path(args.snapshot))
     return 0
 
 
@@ -133,13 +138,18 @@ def _parser() -> argparse.ArgumentParser:
     command("status", _status, "show what runs (exit 0 when every service runs)")
     command("preflight", _preflight, "check that the Celery app loads with every scheduled "
             "task registered")
-    command("migrate", _migrate, "apply the database migrations")
+    command("migrate", _migrate, "apply the database migrations").add_argument(
+        "--snapshot", metavar="FILE", help="first copy the database here when migrations are "
+        "pending (what restore-snapshot puts back after a failed deploy)")
+    command("restore-snapshot", _restore, "put the database back as it was at a snapshot "
+            "taken by `migrate --snapshot` (all services stopped)").add_argument("snapshot")
     command("var-dir", _var_dir, "print the runtime directory (VAR_DIR)")
     command("revision", _revision, "record the checkout's commit in $VAR_DIR/REVISION")
     command("healthy", _healthy, "exit 0 when every service runs REVISION and /healthz is 200"
             ).add_argument("revision")
     gate_command = command("gate", _gate, "wait until /healthz is 200 and a task run of "
-                           "REVISION started after --since ended ok")
+                           "REVISION started after --since stored deals; fail at once when "
+                           "one of its runs fails")
     gate_command.add_argument("revision")
     gate_command.add_argument("--since", type=float, required=True, help="unix time")
     gate_command.add_argument("--timeout", type=float, default=300, help="seconds (300)")

@@ -22,6 +22,7 @@ from pathlib import Path
 from keepa_deals import db
 from keepa_deals.config import PROJECT_ROOT, Settings
 from keepa_deals.ops import processes
+from keepa_deals.ops.logsink import rotate_when_larger
 from keepa_deals.ops.paths import (
     failed_marker,
     log_dir,
@@ -46,6 +47,7 @@ Report = Callable[[str], None]
 _LOCK_WAIT_S = 120.0
 _POLL_S = 0.25
 _LOG_TAIL_LINES = 12
+SUPERVISOR_ERR_MAX_BYTES = 1024 * 1024  # a supervisor's own crash output, rotated at its start
 
 
 class OpsError(RuntimeError):
@@ -135,18 +137,47 @@ def record_revision(settings: Settings) -> str:
     return revision
 
 
-def migrate(settings: Settings) -> None:
-    """Apply the database migrations (idempotent)."""
+def migrate(settings: Settings, *, snapshot: Path | None = None,
+            report: Report = print) -> None:
+    """Apply the database migrations (idempotent). With `snapshot`, a database that has
+    migrations pending is first copied there (what a rollback restores); without pending
+    migrations no snapshot is taken and a stale one at that path is removed."""
     settings.database_path.parent.mkdir(parents=True, exist_ok=True)
     try:
         conn = db.connect(settings.database_path)
         try:
+            if snapshot is not None:
+                snapshot.unlink(missing_ok=True)
+                current = db.schema_version(conn)
+                if 0 < current < db.latest_version():
+                    db.snapshot(conn, snapshot)
+                    report(f"database snapshot (schema {current}) saved to {snapshot}")
             db.migrate(conn)
         finally:
             conn.close()
+    except (sqlite3.Error, db.MigrationError) as exc:
+        raise OpsError(f"DATABASE_PATH {settings.database_path}: {exc}") from None
+
+
+def restore_snapshot(settings: Settings, snapshot: Path, *, report: Report = print) -> None:
+    """Put the database back as it was at `snapshot` (taken by migrate); only while no
+    service runs, so nothing writes under it."""
+    running = [s.name for s in status(settings) if s.pid]
+    if running:
+        raise OpsError(f"stop the services first ({', '.join(running)} running): the database "
+                       "is restored only while nothing writes to it")
+    if not snapshot.is_file():
+        raise OpsError(f"no database snapshot at {snapshot}")
+    try:
+        conn = db.connect(settings.database_path)
+        try:
+            db.restore(conn, snapshot)
+            version = db.schema_version(conn)
+        finally:
+            conn.close()
     except sqlite3.Error as exc:
-        raise OpsError(f"DATABASE_PATH {settings.database_path}: migration failed: "
-                       f"{exc}") from None
+        raise OpsError(f"DATABASE_PATH {settings.database_path}: restore failed: {exc}") from None
+    report(f"database restored from {snapshot} (schema {version})")
 
 
 def start(settings: Settings, *, timeout_s: float, report: Report = print) -> None:
@@ -223,7 +254,9 @@ def _drop_if_stale(pidfile: PidFile, report: Report) -> None:
 def _launch_supervisor(settings: Settings, name: str, env: dict) -> subprocess.Popen:
     failed_marker(settings, name).unlink(missing_ok=True)
     log_dir(settings).mkdir(parents=True, exist_ok=True)
-    with (log_dir(settings) / f"{name}.supervisor.err").open("ab") as errors:
+    error_file = log_dir(settings) / f"{name}.supervisor.err"
+    rotate_when_larger(error_file, SUPERVISOR_ERR_MAX_BYTES, backups=1)
+    with error_file.open("ab") as errors:
         return subprocess.Popen(
             [sys.executable, "-m", "keepa_deals.ops.supervisor", name], cwd=PROJECT_ROOT,
             env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors,

@@ -1,7 +1,9 @@
 """Is the deployed revision healthy? The deploy health gate and the "nothing to do" check.
 
-Gate: the dashboard's /healthz answers 200 and at least one task run of the deployed revision,
-started after the deploy began, ended `ok` (the `runs` table). "Already healthy" (what makes a
+Gate: the dashboard's /healthz answers 200, at least one task run of the deployed revision,
+started after the deploy began, wrote or re-confirmed deals (`ok` or `partial` with deals
+written: proof that this revision can store deals, judged on its own runs only), and none of
+its runs failed (the `runs` table). "Already healthy" (what makes a
 repeated deploy a no-op): every service runs, the worker and beat heartbeats report the
 deployed revision (a worker on stale code fails this, FAILURES L10), and /healthz answers 200.
 """
@@ -34,16 +36,17 @@ def healthz_status(settings: Settings) -> int | None:
     return http_status(dashboard_url(settings) + "healthz")
 
 
-def runs_of(settings: Settings, revision: str, since: float) -> list[tuple[str, str, str]]:
-    """(task, outcome, error) of the runs of `revision` started at or after `since`, newest
-    first; empty while the database or its tables do not exist yet."""
+def runs_of(settings: Settings, revision: str, since: float
+            ) -> list[tuple[str, str, str, int]]:
+    """(task, outcome, error, deals written) of the runs of `revision` started at or after
+    `since`, newest first; empty while the database or its tables do not exist yet."""
     try:
         conn = db.readonly_connect(settings.database_path, busy_timeout_s=5)
     except (OSError, sqlite3.Error):
         return []
     try:
         rows = conn.execute(
-            "SELECT task, outcome, COALESCE(error, '') FROM runs "
+            "SELECT task, outcome, COALESCE(error, ''), COALESCE(deals_written, 0) FROM runs "
             "WHERE revision = ? AND started_at >= ? ORDER BY id DESC LIMIT 50",
             (revision, int(since))).fetchall()
     except sqlite3.OperationalError:
@@ -55,7 +58,8 @@ def runs_of(settings: Settings, revision: str, since: float) -> list[tuple[str, 
 
 def wait_healthy(settings: Settings, *, revision: str, since: float, timeout_s: float,
                  report: Callable[[str], None] = print) -> None:
-    """Return once /healthz is 200 and a run of `revision` ended ok; else raise GateFailed."""
+    """Return once /healthz is 200 and a run of `revision` stored deals; raise GateFailed as
+    soon as one of its runs fails, or at the timeout."""
     deadline = time.monotonic() + timeout_s
     healthz, runs = None, []
     while time.monotonic() < deadline:
@@ -65,9 +69,14 @@ def wait_healthy(settings: Settings, *, revision: str, since: float, timeout_s: 
                              f"{gave_up[0].gave_up}")
         healthz = healthz_status(settings)
         runs = runs_of(settings, revision, since)
-        ok = next((task for task, outcome, _ in runs if outcome == "ok"), None)
-        if healthz == 200 and ok:
-            report(f"health gate passed: /healthz 200, {ok} ran ok on revision {revision[:12]}")
+        failed = next((run for run in runs if run[1] == "failed"), None)
+        if failed:
+            raise GateFailed(f"health gate failed: a {failed[0]} run of revision "
+                             f"{revision[:12]} failed: {failed[2][:200]}")
+        stored = next((run for run in runs if run[1] in ("ok", "partial") and run[3] > 0), None)
+        if healthz == 200 and stored:
+            report(f"health gate passed: /healthz 200, a {stored[0]} run of revision "
+                   f"{revision[:12]} stored {stored[3]} deals")
             return
         time.sleep(_POLL_S)
     raise GateFailed(f"health gate failed after {timeout_s:g}s: /healthz "
@@ -102,9 +111,9 @@ def unhealthy_reason(settings: Settings, revision: str) -> str | None:
     return None if healthz == 200 else f"/healthz answered {healthz or 'nothing'}"
 
 
-def _describe_runs(runs: list[tuple[str, str, str]], revision: str) -> str:
+def _describe_runs(runs: list[tuple[str, str, str, int]], revision: str) -> str:
     if not runs:
         return f"no task run of revision {revision[:12]} was recorded"
-    shown = "; ".join(f"{task} {outcome}" + (f" ({error[:120]})" if error else "")
-                      for task, outcome, error in runs[:_RUNS_SHOWN])
-    return f"no run of revision {revision[:12]} ended ok (latest: {shown})"
+    shown = "; ".join(f"{task} {outcome}, {written} deals" + (f" ({error[:120]})" if error else "")
+                      for task, outcome, error, written in runs[:_RUNS_SHOWN])
+    return f"no run of revision {revision[:12]} stored deals (latest: {shown})"

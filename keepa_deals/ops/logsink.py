@@ -65,6 +65,24 @@ class RotatingFileSink:
         self._handler.close()
 
 
+def rotate_when_larger(path: Path, max_bytes: int, backups: int = LOG_BACKUPS) -> bool:
+    """Shift path → path.1 → … → path.<backups> (the oldest dropped) once `path` is larger than
+    `max_bytes`: for logs this process does not write line by line itself — redis-server
+    reopens its log file for every line, a supervisor's error file is opened at each start.
+    True when it rotated."""
+    try:
+        if path.stat().st_size <= max_bytes:
+            return False
+    except FileNotFoundError:
+        return False
+    for number in range(backups - 1, 0, -1):
+        older = path.with_name(f"{path.name}.{number}")
+        if older.exists():
+            older.replace(path.with_name(f"{path.name}.{number + 1}"))
+    path.replace(path.with_name(f"{path.name}.1"))
+    return True
+
+
 def stamped(message: str) -> str:
     """A supervisor message with a UTC timestamp (child lines keep their own format); with
     LOG_FORMAT=json a JSON line of process "supervisor"."""

@@ -19,11 +19,14 @@ import time
 from collections.abc import Callable
 
 from keepa_deals.config import ConfigError, load_settings
+from keepa_deals.ops.logsink import rotate_when_larger
 from keepa_deals.redis_server import PrivateRedis, RedisUnavailable, private_redis
 
 CHECK_EVERY_S = 1.0
 MAX_BACKOFF_S = 30.0
 REMIND_EVERY_S = 300.0
+REDIS_LOG_MAX_BYTES = 10 * 1024 * 1024  # redis-server reopens its log per line: renaming works
+REDIS_LOG_BACKUPS = 2
 STEP_S = 0.2
 
 
@@ -49,6 +52,8 @@ class RedisKeeper:
         if now < self._next_check:
             return
         self._next_check = now + CHECK_EVERY_S
+        rotate_when_larger(self.server.data_dir / "redis.log", REDIS_LOG_MAX_BYTES,
+                           REDIS_LOG_BACKUPS)
         if self.server.is_running():
             self._back(now)
             return

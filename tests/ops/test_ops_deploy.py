@@ -3,11 +3,13 @@ idempotence — with real worker, beat, dashboard, Redis and simulator."""
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
-from ops_helpers import clean_environment, recorded_pid, run, show
+from ops_helpers import clean_environment, ok_runs_since, recorded_pid, run, show
 from support import wait_until
 
 from keepa_deals import heartbeats
@@ -77,6 +79,9 @@ def test_deploy_runs_the_new_revision_and_a_second_deploy_changes_nothing(deploy
     project, author, env = deployment
     old_worker = recorded_pid(project, "worker")
     revision = push(author, "README.md", "\nDeployed by the operations test.\n", append=True)
+    deploy_log = project / "var" / "log" / "deploy.log"
+    deploy_log.parent.mkdir(parents=True, exist_ok=True)
+    deploy_log.write_text("an old deploy line\n" * 60_000)  # past its 1 MB cap
 
     deployed = run(project, "./deploy_update.sh", env=env, timeout=150)
 
@@ -86,8 +91,10 @@ def test_deploy_runs_the_new_revision_and_a_second_deploy_changes_nothing(deploy
     assert recorded_pid(project, "worker") != old_worker, "the worker was restarted"
     assert worker_revision(redis_client, project) == revision
     assert "health gate passed" in deployed.stdout
-    log = (project / "var" / "log" / "deploy.log").read_text()
+    log = deploy_log.read_text()
     assert f"deployed {revision[:12]}: healthy" in log
+    assert "an old deploy line" not in log and deploy_log.stat().st_size < 100_000, "rotated"
+    assert (project / "var" / "log" / "deploy.log.1").stat().st_size > 1_000_000
 
     pids = {name: recorded_pid(project, name) for name in ("worker", "beat", "dashboard")}
     again = run(project, "./deploy_update.sh", env=env, timeout=60)
@@ -134,3 +141,51 @@ def test_a_revision_failing_the_health_gate_is_rolled_back_and_restarted(deploym
     log = (project / "var" / "log" / "deploy.log").read_text()
     assert f"revision {broken[:12]} failed: health gate" in log
     assert f"rolled back: revision {good[:12]} is running again" in log
+
+
+REFUSE_DEAL_WRITES = """\
+-- A revision under test: every write to deals aborts (the schema is valid, the data path dead).
+CREATE TRIGGER refuse_deal_inserts BEFORE INSERT ON deals
+BEGIN SELECT RAISE(ABORT, 'deal writes refused by the revision under test'); END;
+CREATE TRIGGER refuse_deal_updates BEFORE UPDATE ON deals
+BEGIN SELECT RAISE(ABORT, 'deal writes refused by the revision under test'); END;
+"""
+
+
+def test_a_revision_whose_migration_breaks_every_deal_write_is_rolled_back_with_its_schema(
+        deployment, redis_client):
+    project, author, env = deployment
+    good = git(project, "rev-parse", "HEAD")
+    database = project / "var" / "deals.db"
+    wait_until(lambda: ok_runs_since(database, 0), 60, "revision 1 storing deals")
+    version_before = schema(database)[0]
+    broken = push(author, f"keepa_deals/migrations/{version_before + 1:04d}_refuse.sql",
+                  REFUSE_DEAL_WRITES)
+
+    result = run(project, "./deploy_update.sh", env=env, timeout=150)
+
+    assert result.returncode == 1, show(result)
+    assert "health gate failed: a" in result.stdout and "refused" in result.stdout
+    assert git(project, "rev-parse", "HEAD") == good
+    assert schema(database) == (version_before, []), "the migration is undone"
+    log = (project / "var" / "log" / "deploy.log").read_text()
+    assert f"revision {broken[:12]} failed: health gate" in log
+    assert f"restoring the database as it was before {broken[:12]}" in log
+    assert f"rolled back: revision {good[:12]} is running again" in log
+    back_at = time.time()
+    wait_until(lambda: worker_revision(redis_client, project) == good, 30,
+               "the worker on the previous revision")
+    wait_until(lambda: ok_runs_since(database, back_at), 60,
+               "deals flowing again on the previous revision")
+
+
+def schema(database: Path) -> tuple[int, list[str]]:
+    """(schema version, trigger names) of the deployment's database."""
+    conn = sqlite3.connect(database, timeout=30)
+    try:
+        version = conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0]
+        triggers = [name for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger'")]
+        return version, triggers
+    finally:
+        conn.close()
