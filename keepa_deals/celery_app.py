@@ -33,7 +33,7 @@ from kombu.transport import redis as kombu_redis
 
 from keepa_deals import heartbeats, logs
 from keepa_deals.alerting.check import watchdog as alert_watchdog
-from keepa_deals.config import ConfigError, Settings, load_settings, redact_url
+from keepa_deals.config import ConfigError, Settings, load_settings, redact_url, time_limits
 from keepa_deals.constants import BEAT_LOCK, CELERY_KEY_PREFIX
 from keepa_deals.locks import LeaseLock
 from keepa_deals.outage_log import OutageLog
@@ -48,18 +48,7 @@ BACKFILL_TASK = "keepa_deals.backfiller.backfill_deals"
 UPSERT_TASK = "keepa_deals.simple_task.update_recent_deals"
 JANITOR_TASK = "keepa_deals.janitor.remove_stale_deals"
 ALERT_TASK = "keepa_deals.alerting.check_alerts"
-_SOFT_LIMIT_MARGIN_S = 30  # after the slice: one last request may still be in flight
-_HARD_LIMIT_MARGIN_S = 30  # between the soft limit (clean stop) and the hard kill
-_MIN_VISIBILITY_TIMEOUT_S = 3600
 REDIS_RETRY_S = 1.0  # beat: the pause between attempts while Redis is away
-
-
-def time_limits(settings: Settings) -> tuple[float, float, float]:
-    """(soft, hard, visibility timeout) in seconds: slice < soft < hard < visibility."""
-    soft = settings.task_slice_s + 2 * settings.keepa_read_timeout_s + _SOFT_LIMIT_MARGIN_S
-    hard = soft + _HARD_LIMIT_MARGIN_S
-    visibility = max(_MIN_VISIBILITY_TIMEOUT_S, 3 * hard)
-    return soft, hard, visibility
 
 
 def beat_schedule(settings: Settings) -> dict:

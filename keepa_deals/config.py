@@ -100,6 +100,19 @@ class Settings:
         return values
 
 
+_SOFT_LIMIT_MARGIN_S = 30  # after the slice: one last request may still be in flight
+_HARD_LIMIT_MARGIN_S = 30  # between the soft limit (clean stop) and the hard kill
+_MIN_VISIBILITY_TIMEOUT_S = 3600
+
+
+def time_limits(settings: Settings) -> tuple[float, float, float]:
+    """(soft, hard, visibility timeout) in seconds: slice < soft < hard < visibility."""
+    soft = settings.task_slice_s + 2 * settings.keepa_read_timeout_s + _SOFT_LIMIT_MARGIN_S
+    hard = soft + _HARD_LIMIT_MARGIN_S
+    visibility = max(_MIN_VISIBILITY_TIMEOUT_S, 3 * hard)
+    return soft, hard, visibility
+
+
 def redact_url(url: str) -> str:
     """Replace the password of a URL such as redis://:pw@host:6379/0 with ***."""
     parts = urlsplit(url)

@@ -4,7 +4,8 @@ Contract: `ensure_redis(settings)` returns a URL that answers — `REDIS_URL` wh
 otherwise a private `redis-server` whose data lives under `var/redis` (started if needed, reused
 if already running). Nothing here ever flushes or deletes Redis data.
 
-CLI: `python -m keepa_deals.redis_server start|stop|status|url`.
+CLI: `python -m keepa_deals.redis_server start|stop|status|url|run` (run: in the foreground,
+for systemd).
 """
 
 from __future__ import annotations
@@ -119,13 +120,10 @@ class PrivateRedis:
     def is_running(self) -> bool:
         return self.port is not None and self.pid() is not None and answers(self.url)
 
-    def start(self) -> str:
-        """Start the server (no-op if it already runs) and return its URL once it answers."""
-        if self.port is None:
-            self.port = self._recorded_port() or free_port()
-        if self.is_running():
-            return self.url
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+    def command(self, *, daemonize: bool) -> list[str]:
+        """The redis-server command line: daemonized with a pidfile and a log file (the
+        runner's and start_celery.sh's way), or in the foreground logging to stdout (under a
+        service manager such as systemd)."""
         command = [
             redis_server_binary(),
             "--port", str(self.port),
@@ -135,13 +133,33 @@ class PrivateRedis:
             "--save", "60 1",
             "--appendonly", "yes",  # a crash loses at most about a second of writes
             "--appendfsync", "everysec",
-            "--daemonize", "yes",
             "--pidfile", str(self.pidfile.resolve()),
-            "--logfile", str((self.data_dir / "redis.log").resolve()),
         ]
+        if daemonize:
+            command += ["--daemonize", "yes",
+                        "--logfile", str((self.data_dir / "redis.log").resolve())]
+        else:
+            command += ["--daemonize", "no", "--logfile", ""]
         if self.password:
             command += ["--requirepass", self.password]
-        completed = subprocess.run(command, capture_output=True, text=True, check=False)
+        return command
+
+    def run_in_foreground(self) -> None:
+        """Replace this process with the server in the foreground (never returns)."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.url_file.write_text(self.url if not self.password else f"port:{self.port}")
+        command = self.command(daemonize=False)
+        os.execv(command[0], command)
+
+    def start(self) -> str:
+        """Start the server (no-op if it already runs) and return its URL once it answers."""
+        if self.port is None:
+            self.port = self._recorded_port() or free_port()
+        if self.is_running():
+            return self.url
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        completed = subprocess.run(self.command(daemonize=True), capture_output=True, text=True,
+                                   check=False)
         if completed.returncode != 0:
             raise RedisUnavailable(
                 f"redis-server failed to start (exit {completed.returncode}): "
@@ -238,10 +256,16 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m keepa_deals.redis_server",
         description="Manage the project's private redis-server (data under $VAR_DIR/redis).",
     )
-    parser.add_argument("action", choices=("start", "stop", "status", "url"))
+    parser.add_argument("action", choices=("start", "stop", "status", "url", "run"),
+                        help="run: the server in the foreground (for systemd), on --port")
+    parser.add_argument("--port", type=int, help="with run: the port (default: the last one)")
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
+        if args.action == "run":
+            server = private_redis(settings)
+            server.port = args.port or server.port or free_port()
+            server.run_in_foreground()
         if args.action == "start":
             url, _ = ensure_redis(settings)
             print(f"redis: answering at {redact_url(url)}")

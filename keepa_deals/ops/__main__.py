@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from keepa_deals.config import ConfigError, load_settings
-from keepa_deals.ops import control, gate
+from keepa_deals.ops import control, gate, systemd
 from keepa_deals.processes import process_alive
 from keepa_deals.redis_server import private_redis
 
@@ -64,6 +64,17 @@ def _status(settings, _args) -> int:
     optional = {"simulator"} | ({"redis"} if settings.redis_url else set())
     wanted = [s for s in entries if s.name not in optional or s.running]
     return 0 if all(s.running for s in wanted) else 1
+
+
+def _install_units(settings, args) -> int:
+    unit_dir = Path(args.dir)
+    paths = systemd.install(settings, python=sys.executable, user=args.user, unit_dir=unit_dir)
+    for path in paths:
+        print(f"wrote {path}")
+    print("next: systemctl daemon-reload && systemctl enable --now keepa-deals.target\n"
+          "      (stop the pidfile services first: ./kill_everything_force.sh); then\n"
+          "      systemctl status 'keepa-deals-*'   journalctl -u 'keepa-deals-*' -f")
+    return 0
 
 
 def _preflight(_settings, _args) -> int:
@@ -136,6 +147,11 @@ def _parser() -> argparse.ArgumentParser:
                            help="seconds between TERM and KILL (30)")
     command("stop-redis", _stop_redis, "stop the private redis-server (it saves its data)")
     command("status", _status, "show what runs (exit 0 when every service runs)")
+    install_command = command("install-units", _install_units, "write the systemd units "
+                              "(worker, beat, dashboard, Redis, a target grouping them)")
+    install_command.add_argument("--dir", default=str(systemd.UNIT_DIR),
+                                 help=f"where to write them ({systemd.UNIT_DIR})")
+    install_command.add_argument("--user", help="the user the services run as (you)")
     command("preflight", _preflight, "check that the Celery app loads with every scheduled "
             "task registered")
     command("migrate", _migrate, "apply the database migrations").add_argument(

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from keepa_deals import db
 from keepa_deals.config import PROJECT_ROOT, Settings
-from keepa_deals.ops import processes
+from keepa_deals.ops import processes, systemd
 from keepa_deals.ops.logsink import rotate_when_larger
 from keepa_deals.ops.paths import (
     failed_marker,
@@ -80,7 +80,11 @@ class ServiceStatus:
 
 
 def status(settings: Settings, names=SERVICE_NAMES) -> list[ServiceStatus]:
-    """What runs now, by pidfile (exact command line), for each named service."""
+    """What runs now, for each named service: by its systemd unit when systemd is in charge
+    (supervisor pid 1), else by pidfile (exact command line)."""
+    if systemd.in_charge():
+        return [ServiceStatus(name, 1 if (pid := systemd.main_pid(name)) else None, pid,
+                              systemd.failed_reason(name)) for name in names]
     found = []
     for name in names:
         marker = failed_marker(settings, name)
@@ -182,7 +186,12 @@ def restore_snapshot(settings: Settings, snapshot: Path, *, report: Report = pri
 
 def start(settings: Settings, *, timeout_s: float, report: Report = print) -> None:
     """Start every service that is not running as a supervised daemon and wait until each is
-    ready. Raises AlreadyRunning when all of them run, OpsError when one cannot start."""
+    ready. Raises AlreadyRunning when all of them run, OpsError when one cannot start. With
+    systemd in charge: systemctl start keepa-deals.target (its units pre-flight and migrate)."""
+    if systemd.in_charge():
+        _systemctl_or_fail("start", systemd.TARGET)
+        report(f"systemd: started {systemd.TARGET}")
+        return
     with exclusive(settings):
         try:
             redis_url, started_redis = system_redis(settings)
@@ -218,7 +227,12 @@ def start(settings: Settings, *, timeout_s: float, report: Report = print) -> No
 
 def stop(settings: Settings, *, timeout_s: float, report: Report = print) -> bool:
     """Stop every service (supervisors get TERM and pass it on), KILL what is left after
-    `timeout_s`; remove the pidfiles of what is gone. True when nothing is left running."""
+    `timeout_s`; remove the pidfiles of what is gone. True when nothing is left running.
+    With systemd in charge: systemctl stop keepa-deals.target (its units' own stop timeouts)."""
+    if systemd.in_charge():
+        _systemctl_or_fail("stop", systemd.TARGET)
+        report(f"systemd: stopped {systemd.TARGET}")
+        return not any(entry.pid for entry in status(settings))
     with exclusive(settings):
         targets: list[processes.StopTarget] = []
         supervised: dict[int, list[str]] = {}
@@ -238,6 +252,13 @@ def stop(settings: Settings, *, timeout_s: float, report: Report = print) -> boo
             for pidfile in (supervisor_pidfile(settings, name), service_pidfile(settings, name)):
                 _drop_if_stale(pidfile, report)
         return stopped
+
+
+def _systemctl_or_fail(action: str, unit: str) -> None:
+    done = systemd.systemctl(action, unit, timeout_s=_LOCK_WAIT_S * 5)
+    if done.returncode != 0:
+        lines = (done.stderr or done.stdout).strip().splitlines() or ["no output"]
+        raise OpsError(f"systemctl {action} {unit} failed: {lines[-1]}")
 
 
 def _drop_if_stale(pidfile: PidFile, report: Report) -> None:
