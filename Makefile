@@ -22,7 +22,7 @@ $(STAMP): requirements.txt
 run: setup
 	exec $(VPY) -m keepa_deals.runner
 
-## Install what the tests need (Chromium for the browser tests, promtool), lint, and run the whole suite.
+## Install what the tests need (Chromium, promtool, systemd-analyze), lint, and run the whole suite.
 test: setup browser-deps lint
 	$(VPY) -m pytest
 
@@ -32,6 +32,8 @@ lint: setup
 browser-deps:
 	@command -v chromium >/dev/null || test -x /usr/bin/chromium || \
 	  $(call apt_install,chromium,Debian chromium for the browser tests)
+	@command -v systemd-analyze >/dev/null || \
+	  $(call apt_install,systemd,systemd-analyze to verify the systemd units,--no-install-recommends)
 	@command -v promtool >/dev/null || \
 	  $(call apt_install,prometheus,promtool (Debian prometheus) for docs/prometheus-alerts.yml,--no-install-recommends)
 
