@@ -41,6 +41,7 @@ import redis
 import requests
 from bench_support import ROOT, SimulatorProcess
 
+from keepa_deals import db
 from keepa_deals.heartbeats import read_beat
 from keepa_deals.keepa_time import keepa_minute_to_unix
 from keepa_deals.processes import process_alive
@@ -153,14 +154,7 @@ class System:
         return {d["asin"]: keepa_minute_to_unix(d["lastUpdate"]) for d in answer["deals"]}
 
     def stored(self) -> dict[str, int]:
-        try:
-            conn = sqlite3.connect(f"{self.database.as_uri()}?mode=ro", uri=True, timeout=10)
-            try:
-                return dict(conn.execute("SELECT asin, last_update_at FROM deals"))
-            finally:
-                conn.close()
-        except sqlite3.Error:
-            return {}
+        return db.stored_versions(self.database)
 
     def behind(self, wanted: dict[str, int]) -> list[str]:
         """Deals of `wanted` still listed by the source but stored older than wanted."""

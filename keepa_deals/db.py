@@ -157,6 +157,20 @@ def _require_transaction(conn: sqlite3.Connection, what: str) -> None:
         raise TransactionRequired(f"{what} must run inside db.transaction(conn)")
 
 
+def stored_versions(path: str | Path, busy_timeout_s: float = 5.0) -> dict[str, int]:
+    """{asin: last_update_at} of every deal, read-only; {} while the database cannot be read
+    (not created yet, locked past the timeout, on a full disk): for watchers that poll."""
+    try:
+        conn = readonly_connect(path, busy_timeout_s=busy_timeout_s)
+        try:
+            return {asin: stamp for asin, stamp in
+                    conn.execute("SELECT asin, last_update_at FROM deals")}
+        finally:
+            conn.close()
+    except (sqlite3.Error, FileNotFoundError):
+        return {}
+
+
 # --------------------------------------------------------------------------- migrations
 
 def available_migrations() -> list[tuple[int, Path]]:

@@ -25,6 +25,7 @@ from ops_helpers import ForegroundRunner, clean_environment, copy_project, recor
 from pipeline_helpers import KEEPA_MINUTE_MS, LOOSE_QUERY, MINUTE_MS, truth_deals
 from support import launch_simulator, wait_until
 
+from keepa_deals import db
 from keepa_deals.constants import LOCK_KEY_PREFIX
 from keepa_deals.keepa_time import keepa_minute_to_unix
 from keepa_deals.redis_server import answers, connect, free_port
@@ -152,7 +153,7 @@ class ChaosSystem:
         as new as the simulator has it; fails the test after `timeout`."""
 
         def all_stored() -> bool:
-            stored = stored_versions(self.database)
+            stored = db.stored_versions(self.database)
             return all(stored.get(asin, 0) >= stamp for asin, stamp in fresh.items())
 
         wait_until(all_stored, timeout, f"{len(fresh)} new or changed deals in the table",
@@ -227,18 +228,6 @@ class ChaosSystem:
         print(f"chaos recoveries (s): {json.dumps(self.recoveries)}")
         if self.mounted:
             subprocess.run(["umount", "-l", str(self.var)], check=False)
-
-
-def stored_versions(database: Path) -> dict[str, int]:
-    """{asin: last_update_at} of the table, {} while it cannot be read."""
-    try:
-        conn = sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True, timeout=5)
-        try:
-            return dict(conn.execute("SELECT asin, last_update_at FROM deals"))
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return {}
 
 
 def _mount_tmpfs(path: Path, size: str) -> bool:

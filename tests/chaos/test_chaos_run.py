@@ -14,11 +14,12 @@ import threading
 import time
 
 import pytest
-from chaos_system import NO_FAULTS, ChaosSystem, stored_versions
+from chaos_system import NO_FAULTS, ChaosSystem
 from ops_helpers import children_of, in_append_only_file
 from pipeline_helpers import enrichment_lag, state, stored_deals
 from support import wait_until
 
+from keepa_deals import db
 from keepa_deals.backfiller import CURSOR_STATE
 from keepa_deals.constants import BACKFILL_LOCK
 from keepa_deals.heartbeats import read_beat
@@ -128,7 +129,7 @@ def test_keepa_outage_of_several_token_minutes(chaos: ChaosSystem):
         began = chaos.sim.requests_log()[-1]["id"]
         fresh = chaos.advance()
         hold(KEEPA_OUTAGE_S)
-        stored = stored_versions(chaos.database)
+        stored = db.stored_versions(chaos.database)
         assert not any(stored.get(a, 0) >= t for a, t in fresh.items()), "an outage indeed"
     cleared_at = time.monotonic()
     chaos.recovered("Keepa outage", fresh, cleared_at, RECOVERY_BOUND_S)
@@ -138,22 +139,22 @@ def test_keepa_outage_of_several_token_minutes(chaos: ChaosSystem):
 
 
 def test_database_locked_by_an_outside_writer(chaos: ChaosSystem):
-    with chaos.database_locked():
-        fresh = chaos.advance()
-        hold(DATABASE_LOCKED_S)
-    released_at = time.monotonic()
-    chaos.recovered("database locked 30 s", fresh, released_at, RECOVERY_BOUND_S)
-    assert chaos.still_supervised()
+    survive(chaos, "database locked 30 s", chaos.database_locked(), DATABASE_LOCKED_S)
 
 
 def test_disk_full_under_var(chaos: ChaosSystem):
     if not chaos.mounted:
         pytest.skip("a size-limited tmpfs under VAR_DIR needs root (mount -t tmpfs)")
-    with chaos.disk_full():
+    survive(chaos, "disk full", chaos.disk_full(), DISK_FULL_S)
+
+
+def survive(chaos: ChaosSystem, name: str, fault, seconds: float) -> None:
+    """Keep `fault` (a context manager) on for `seconds` while deals are created, then bound
+    the recovery; nothing may have given up."""
+    with fault:
         fresh = chaos.advance()
-        hold(DISK_FULL_S)
-    freed_at = time.monotonic()
-    chaos.recovered("disk full", fresh, freed_at, RECOVERY_BOUND_S)
+        hold(seconds)
+    chaos.recovered(name, fresh, time.monotonic(), RECOVERY_BOUND_S)
     assert chaos.still_supervised()
 
 
@@ -167,7 +168,7 @@ def test_table_equals_ground_truth_after_every_fault(chaos: ChaosSystem):
             return set(enrichment_lag(chaos.database)) & set(truth)
 
         def settled() -> bool:
-            stored = stored_versions(chaos.database)
+            stored = db.stored_versions(chaos.database)
             return {a: stored.get(a) for a in truth} == truth and not unenriched()
 
         deadline = time.monotonic() + 60
