@@ -146,7 +146,7 @@ class Runner:
 def say(message: str) -> None:
     """A runner message on stderr (children's output goes to stdout)."""
     shown = logs.json_line(message, process="runner") if logs.is_json() else message
-    print(shown, file=sys.stderr, flush=True)
+    ConsoleSink.emit(sys.stderr, shown)
 
 
 def _announce(message: str, loud: bool) -> None:

@@ -38,10 +38,15 @@ class ConsoleSink:
         self.stream = stream
 
     def write(self, line: str) -> None:
-        stream = self.stream or sys.stdout
         shown = as_json_line(line, self.name) if logs.is_json() else self.prefix + line
-        with self._lock:
-            stream.write(shown + "\n")
+        self.emit(self.stream or sys.stdout, shown)
+
+    @classmethod
+    def emit(cls, stream: TextIO, line: str) -> None:
+        """Write one whole line under the shared lock: the runner's own messages (stderr) and
+        its children's (stdout) never run into each other on a terminal or a merged pipe."""
+        with cls._lock:
+            stream.write(line + "\n")
             stream.flush()
 
 
