@@ -1,8 +1,9 @@
 """Print the mutation score of each mutated file from mutmut's meta files (mutants/**/*.meta).
 
 Usage: python tools/mutation_report.py [--list]   (after `make mutation`; --list names every
-mutant that was not killed). The score is killed / (tested), where a timeout counts as killed, as
-in mutmut's own badge; mutants no selected test reaches and mutants not run yet are shown apart.
+mutant that was checked and not killed). The score is killed / tested, where a timeout counts as
+killed, as in mutmut's own badge; mutants no selected test reaches and mutants not run yet are
+shown apart.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ def score_text(counts: Counter) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--list", action="store_true", help="name every mutant not killed")
+    parser.add_argument("--list", action="store_true",
+                        help="name every mutant checked and not killed")
     args = parser.parse_args(argv)
     metas = sorted(MUTANTS_DIR.rglob("*.py.meta"))
     if not metas:
@@ -53,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
               + f"   {score_text(counts)}")
         if args.list:
             for mutant, status in sorted(statuses.items()):
-                if status not in ("killed", "timeout"):
+                if status not in ("killed", "timeout", "not checked"):
                     print(f"    {status:12} {mutant}")
     return 0
 
