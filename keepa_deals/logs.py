@@ -52,11 +52,13 @@ def log_context(**fields) -> Iterator[None]:
 
 def json_line(message: str, *, level: str = "info", process: str | None = None,
               **fields) -> str:
-    """One JSON log line for a message that does not come through `logging`."""
+    """One JSON log line for a message that does not come through `logging` (a field given as
+    None, e.g. pid=None for another process's line, is left out)."""
     entry = {"time": _iso(time.time()), "level": level,
              "process": process or _mode["process"], "pid": os.getpid(),
              "message": _redacted(message), **dict(_context.get()), **fields}
-    return json.dumps(entry, default=str, ensure_ascii=False)
+    return json.dumps({k: v for k, v in entry.items() if v is not None}, default=str,
+                      ensure_ascii=False)
 
 
 class JsonFormatter(logging.Formatter):

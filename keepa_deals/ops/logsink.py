@@ -38,6 +38,8 @@ class ConsoleSink:
         self.stream = stream
 
     def write(self, line: str) -> None:
+        if logs.is_json() and not line.strip():
+            return  # a blank line carries nothing worth a JSON object
         shown = as_json_line(line, self.name) if logs.is_json() else self.prefix + line
         self.emit(self.stream or sys.stdout, shown)
 
@@ -63,6 +65,8 @@ class RotatingFileSink:
 
     def write(self, line: str) -> None:
         if logs.is_json():
+            if not line.strip():
+                return
             line = as_json_line(line, self.path.stem)
         self._handler.handle(logging.makeLogRecord({"msg": line, "levelno": logging.INFO}))
 
@@ -98,10 +102,10 @@ def stamped(message: str) -> str:
 
 def as_json_line(line: str, process: str) -> str:
     """`line` as it is when it already is a JSON object (a child logging JSON), else wrapped
-    into one (a banner, a traceback line, the simulator's output)."""
+    into one (a warning, a traceback line, the simulator's output; the child's pid unknown)."""
     if line.startswith("{") and line.endswith("}"):
         return line
-    return logs.json_line(line, process=process)
+    return logs.json_line(line, process=process, pid=None)
 
 
 def pump(stream: BinaryIO, sink: Sink) -> threading.Thread:
