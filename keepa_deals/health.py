@@ -348,8 +348,8 @@ def _overall_fix(verdicts: list[TaskVerdict], live: Liveness) -> str | None:
     if live.database_error:
         return "Check that DATABASE_PATH exists, is writable and its disk is not full."
     if not live.workers or live.beat is None:
-        return (f"{_START_CELERY[0].upper()}{_START_CELERY[1:]} (or make run) and read "
-                "VAR_DIR/log/ of the missing service.")
+        return ("Run ./start_celery.sh (or make run) and read VAR_DIR/log/ of the missing "
+                "service.")
     return next((v.fix for v in verdicts if v.state == "stalled" and v.fix), None)
 
 

@@ -15,6 +15,7 @@ from flask import current_app
 from keepa_deals import db
 from keepa_deals.alerting.check import read_state
 from keepa_deals.health import PipelineHealth, collect_health
+from keepa_deals.web.formatting import utc
 from keepa_deals.web.sources import SOURCE_ERRORS, Sources
 
 CHART_HOURS = 24
@@ -62,16 +63,12 @@ def alert_summary(settings) -> dict:
     sentence = None
     if failing:
         errors = "; ".join(f"{channel}: {error}" for channel, error in failing["errors"].items())
-        sentence = (f"Alert delivery failing since {_utc(failing['since'])} ({errors}); "
-                    f"next try {_utc(failing['next_try_at'])}.")
+        sentence = (f"Alert delivery failing since {utc(failing['since'])} ({errors}); "
+                    f"next try {utc(failing['next_try_at'])}.")
     return {"channels": list(settings.alerts.channels),
             "incident_since": state.incident_since if state else None,
             "last_sent": state.last_sent if state else None,
             "delivery_failing": sentence}
-
-
-def _utc(timestamp: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(timestamp))
 
 
 class HourlyCounts:
