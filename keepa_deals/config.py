@@ -205,7 +205,8 @@ def _alert_settings(reader: _Reader) -> AlertSettings:
     if bad:
         raise ConfigError(f"ALERT_EMAIL_TO: not an e-mail address: {bad[0]!r}")
     return AlertSettings(
-        webhook_url=reader.optional_url("ALERT_WEBHOOK_URL", schemes=("http", "https")),
+        webhook_url=reader.optional_url("ALERT_WEBHOOK_URL", schemes=("http", "https"),
+                                        secret=True),
         webhook_format=webhook_format,
         smtp_host=smtp_host,
         smtp_port=reader.integer("ALERT_SMTP_PORT", 587, low=1, high=65535),
@@ -268,13 +269,15 @@ class _Reader:
     def url(self, name, default, *, schemes) -> str:
         return self.optional_url(name, schemes=schemes) or default
 
-    def optional_url(self, name, *, schemes) -> str | None:
+    def optional_url(self, name, *, schemes, secret: bool = False) -> str | None:
+        """The URL in `name`, checked; a `secret` one (a webhook) is never echoed in errors."""
         raw = self.text(name)
         if raw is None:
             return None
         parts = urlsplit(raw)
         if parts.scheme not in schemes or not (parts.netloc or parts.path):
-            shown = redact_url(raw) if parts.scheme else "<not a URL>"
+            shown = "<not shown: it holds a secret>" if secret else (
+                redact_url(raw) if parts.scheme else "<not a URL>")
             raise ConfigError(
                 f"{name}: expected a {'/'.join(schemes)} URL, got {shown!r}"
             )

@@ -1,5 +1,7 @@
 """Configuration: validated once, one-line errors naming the variable, secrets never echoed."""
 
+import os
+
 import pytest
 
 from keepa_deals.config import ConfigError, load_settings, redact_url
@@ -74,3 +76,21 @@ def test_secrets_are_redacted_from_repr(tmp_path):
     for secret in (REAL_LOOKING_KEY, "hunter2", "redispw"):
         assert secret not in shown
     assert redact_url("redis://:pw@h:1/0") == "redis://:***@h:1/0"
+
+
+def test_alert_settings_are_checked_without_echoing_the_webhook():
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"ALERT_WEBHOOK_URL": "htps://hooks.example.com/T0/B0/s3cr3t"},
+                      dotenv_path=os.devnull)
+    assert "ALERT_WEBHOOK_URL" in str(caught.value) and "s3cr3t" not in str(caught.value)
+    with pytest.raises(ConfigError, match="ALERT_EMAIL_TO"):
+        load_settings({"ALERT_SMTP_HOST": "mail.example.com"}, dotenv_path=os.devnull)
+    with pytest.raises(ConfigError, match="LOG_FORMAT"):
+        load_settings({"LOG_FORMAT": "xml"}, dotenv_path=os.devnull)
+    settings = load_settings({"ALERT_WEBHOOK_URL": "https://hooks.example.com/T0/B0/s3cr3t",
+                              "ALERT_SMTP_HOST": "mail.example.com",
+                              "ALERT_EMAIL_TO": "a@example.com, b@example.com",
+                              "ALERT_SMTP_PASSWORD": "pw-s3cr3t"}, dotenv_path=os.devnull)
+    assert settings.alerts.channels == ("webhook", "email")
+    assert settings.alerts.email_to == ("a@example.com", "b@example.com")
+    assert "s3cr3t" not in repr(settings)
