@@ -80,6 +80,12 @@ class Settings:
     var_dir: Path
     alerts: AlertSettings = AlertSettings()
     log_format: str = "text"  # LOG_FORMAT: text (human-readable) or json (one object a line)
+    database_url: str | None = None  # DATABASE_URL: postgresql://… selects PostgreSQL
+
+    @property
+    def database(self) -> str | Path:
+        """Where the deal store lives: the PostgreSQL URL when set, else the SQLite file."""
+        return self.database_url or self.database_path
 
     def __repr__(self) -> str:
         return f"Settings({self.redacted()!r})"
@@ -90,8 +96,9 @@ class Settings:
         for name in _SECRET_FIELDS:
             if values[name]:
                 values[name] = "***"
-        if values["redis_url"]:
-            values["redis_url"] = redact_url(values["redis_url"])
+        for name in ("redis_url", "database_url"):
+            if values[name]:
+                values[name] = redact_url(values[name])
         alerts = values["alerts"]
         if alerts["smtp_password"]:
             alerts["smtp_password"] = "***"
@@ -182,6 +189,7 @@ def load_settings(
         var_dir=var_dir,
         alerts=_alert_settings(reader),
         log_format=_choice(reader, "LOG_FORMAT", ("text", "json"), "text"),
+        database_url=reader.optional_url("DATABASE_URL", schemes=("postgresql", "postgres")),
     )
 
 

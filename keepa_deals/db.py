@@ -1,11 +1,16 @@
-"""The SQLite deal store: connections, migrations, deal upserts, pipeline state and runs.
+"""The deal store: connections, migrations, deal upserts, pipeline state and runs.
+
+Two backends behind one interface: SQLite (a file path, the default) and PostgreSQL (a
+postgresql:// URL, DATABASE_URL; keepa_deals/postgres.py adapts a pooled psycopg connection to
+the sqlite3 API used here). Each has its own numbered migrations with the same versions.
 
 Contracts (docs/architecture.md):
 
-* `connect()` is the one way the pipeline opens the database (WAL, busy_timeout, NORMAL sync,
-  foreign keys, Row factory, autocommit: transactions are explicit via `transaction()`).
-  `readonly_connect()` is for readers such as the dashboard; in WAL mode they never block a
-  writer and a writer never blocks them.
+* `connect()` is the one way the pipeline opens the database (SQLite: WAL, busy_timeout, NORMAL
+  sync, foreign keys, Row factory; both: autocommit, transactions explicit via `transaction()`,
+  which lets one writer at a time in, on PostgreSQL across hosts too).
+  `readonly_connect()` is for readers such as the dashboard; they never block a writer and a
+  writer never blocks them.
 * `upsert_deals()` and `set_state()` run inside the caller's `transaction()`, so deal rows and
   the checkpoint covering them commit together (DESIGN principle 5).
 * All times are unix seconds (UTC). "Deal count" everywhere is `deal_count()`.
@@ -23,10 +28,14 @@ from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
+from keepa_deals import postgres
 from keepa_deals.constants import FENCE_STATE_PREFIX
 from keepa_deals.deals import DEAL_FIELDS, DealRecord
 
-MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")  # SQLite; PostgreSQL's in postgresql/
+DIALECTS = ("sqlite", "postgresql")
+# What a failing database raises, on either backend (FileNotFoundError etc. are OSError).
+ERRORS = (sqlite3.Error, postgres.Error)
 DEFAULT_BUSY_TIMEOUT_S = 30.0
 RUN_OUTCOMES = frozenset({"ok", "partial", "skipped", "failed"})
 
@@ -92,10 +101,13 @@ class Run:
 
 # --------------------------------------------------------------------------- connections
 
-def connect(path: str | Path, *, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S
-            ) -> sqlite3.Connection:
-    """Open (creating the file and its directory) the database for reading and writing."""
-    path = Path(path)
+def connect(location: str | Path, *, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S):
+    """Open the database for reading and writing: a PostgreSQL URL (a pooled connection,
+    waiting up to `busy_timeout_s` for the server), or a SQLite file (created with its
+    directory)."""
+    if postgres.is_url(location):
+        return postgres.connect(location, timeout_s=busy_timeout_s)
+    path = Path(location)
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None)
     conn.row_factory = sqlite3.Row
@@ -125,10 +137,13 @@ def _enable_wal(conn: sqlite3.Connection, timeout_s: float) -> None:
         time.sleep(_WAL_SWITCH_RETRY_S)
 
 
-def readonly_connect(path: str | Path, *, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S
-                     ) -> sqlite3.Connection:
-    """Open an existing database read-only; raises FileNotFoundError when it does not exist."""
-    path = Path(path).resolve()
+def readonly_connect(location: str | Path, *,
+                     busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S):
+    """Open an existing database read-only; raises FileNotFoundError when a SQLite file does
+    not exist, psycopg.OperationalError when PostgreSQL cannot be reached in time."""
+    if postgres.is_url(location):
+        return postgres.connect(location, readonly=True, timeout_s=busy_timeout_s)
+    path = Path(location).resolve()
     if not path.is_file():
         raise FileNotFoundError(f"database {path} does not exist (has the pipeline started?)")
     conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=busy_timeout_s,
@@ -140,9 +155,12 @@ def readonly_connect(path: str | Path, *, busy_timeout_s: float = DEFAULT_BUSY_T
 
 @contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """BEGIN IMMEDIATE (waits up to busy_timeout for other writers) … COMMIT, or ROLLBACK when
-    the block raises."""
-    conn.execute("BEGIN IMMEDIATE")
+    """BEGIN as the only writer (SQLite: IMMEDIATE, waits up to busy_timeout for other
+    writers; PostgreSQL: an advisory lock) … COMMIT, or ROLLBACK when the block raises."""
+    if is_postgres(conn):
+        conn.begin_write()
+    else:
+        conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
         conn.execute("COMMIT")
@@ -152,30 +170,41 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         raise
 
 
+def is_postgres(conn) -> bool:
+    """Whether `conn` is a PostgreSQL connection (else SQLite)."""
+    return isinstance(conn, postgres.PgConnection)
+
+
+def dialect(conn) -> str:
+    """"postgresql" or "sqlite"."""
+    return "postgresql" if is_postgres(conn) else "sqlite"
+
+
 def _require_transaction(conn: sqlite3.Connection, what: str) -> None:
     if not conn.in_transaction:
         raise TransactionRequired(f"{what} must run inside db.transaction(conn)")
 
 
-def stored_versions(path: str | Path, busy_timeout_s: float = 5.0) -> dict[str, int]:
+def stored_versions(location: str | Path, busy_timeout_s: float = 5.0) -> dict[str, int]:
     """{asin: last_update_at} of every deal, read-only; {} while the database cannot be read
     (not created yet, locked past the timeout, on a full disk): for watchers that poll."""
     try:
-        conn = readonly_connect(path, busy_timeout_s=busy_timeout_s)
+        conn = readonly_connect(location, busy_timeout_s=busy_timeout_s)
         try:
             return {asin: stamp for asin, stamp in
                     conn.execute("SELECT asin, last_update_at FROM deals")}
         finally:
             conn.close()
-    except (sqlite3.Error, FileNotFoundError):
+    except (*ERRORS, FileNotFoundError):
         return {}
 
 
 # --------------------------------------------------------------------------- migrations
 
-def available_migrations() -> list[tuple[int, Path]]:
-    """[(version, file)] of keepa_deals/migrations/NNNN_name.sql, in version order."""
-    found = [(int(p.name.split("_", 1)[0]), p) for p in MIGRATIONS_DIR.glob("[0-9]*_*.sql")]
+def available_migrations(dialect: str = "sqlite") -> list[tuple[int, Path]]:
+    """[(version, file)] of keepa_deals/migrations[/postgresql]/NNNN_name.sql, in order."""
+    directory = MIGRATIONS_DIR / "postgresql" if dialect == "postgresql" else MIGRATIONS_DIR
+    found = [(int(p.name.split("_", 1)[0]), p) for p in directory.glob("[0-9]*_*.sql")]
     return sorted(found)
 
 
@@ -193,11 +222,11 @@ def migrate(conn: sqlite3.Connection) -> int:
     table created before migrations existed gets the missing v1 columns and keeps its rows.
     A database newer than this code raises MigrationError.
     """
-    migrations = available_migrations()
+    migrations = available_migrations(dialect(conn))
     latest = latest_version()
     with transaction(conn):
         conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
-                     "(version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
+                     "(version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)")
         current = schema_version(conn)
         if current > latest:
             raise MigrationError(
@@ -206,9 +235,15 @@ def migrate(conn: sqlite3.Connection) -> int:
         for version, path in migrations:
             if version <= current:
                 continue
+            script = path.read_text(encoding="utf-8")
+            if is_postgres(conn):
+                conn.execute_script(script)
+                conn.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+                             (version, int(time.time())))
+                continue
             if version == 1 and _table_exists(conn, "deals"):
                 _adopt_legacy_deals(conn, path)
-            for statement in _statements(path.read_text(encoding="utf-8")):
+            for statement in _statements(script):
                 conn.execute(statement)
             conn.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
                          (version, int(time.time())))
@@ -216,7 +251,8 @@ def migrate(conn: sqlite3.Connection) -> int:
 
 
 def latest_version() -> int:
-    """The schema version this code expects: its highest migration."""
+    """The schema version this code expects: its highest migration (the same for both
+    dialects; tests/db/test_migrations.py checks)."""
     migrations = available_migrations()
     return migrations[-1][0] if migrations else 0
 
@@ -240,7 +276,9 @@ def ensure_schema(conn: sqlite3.Connection) -> None:
 
 def snapshot(conn: sqlite3.Connection, path: Path) -> None:
     """A consistent copy of the whole database at `path` (SQLite's online backup API), written
-    beside it first and renamed, so `path` is never a half-written copy."""
+    beside it first and renamed, so `path` is never a half-written copy. SQLite only: a
+    PostgreSQL server is backed up by its own tools (docs/deploy.md)."""
+    _require_sqlite(conn, "a snapshot")
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
     partial.unlink(missing_ok=True)
@@ -254,7 +292,8 @@ def snapshot(conn: sqlite3.Connection, path: Path) -> None:
 
 def restore(conn: sqlite3.Connection, path: Path) -> None:
     """Replace the whole database of `conn` with the snapshot at `path` (backup API, so the
-    WAL and other connections see a consistent database)."""
+    WAL and other connections see a consistent database). SQLite only."""
+    _require_sqlite(conn, "restoring a snapshot")
     source = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
     try:
         source.backup(conn)
@@ -274,7 +313,15 @@ def _statements(script: str) -> Iterator[str]:
         raise MigrationError(f"incomplete SQL statement at the end of a migration: {pending!r}")
 
 
+def _require_sqlite(conn, what: str) -> None:
+    if is_postgres(conn):
+        raise MigrationError(f"{what} is for SQLite stores; back PostgreSQL up with pg_dump or "
+                             "your provider's backups (docs/deploy.md)")
+
+
 def _table_exists(conn: sqlite3.Connection, name: str) -> bool:
+    if is_postgres(conn):
+        return conn.execute("SELECT to_regclass(?) IS NOT NULL", (name,)).fetchone()[0]
     row = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
                        (name,)).fetchone()
     return row is not None
@@ -395,6 +442,9 @@ def _data_differs(before: tuple, after: tuple) -> bool:
 def _write_merged(conn: sqlite3.Connection, stored: dict[str, tuple],
                   merged: dict[str, tuple]) -> None:
     """INSERT the new rows; UPDATE stored rows, grouped by the set of columns that changed."""
+    if is_postgres(conn):
+        _write_merged_postgres(conn, stored, merged)
+        return
     inserts = []
     updates: dict[tuple[int, ...], list[tuple]] = {}
     for asin, row in merged.items():
@@ -409,6 +459,20 @@ def _write_merged(conn: sqlite3.Connection, stored: dict[str, tuple],
     for changed, rows in updates.items():
         assignments = ", ".join(f"{DEAL_COLUMNS[i]} = ?" for i in changed)
         conn.executemany(f"UPDATE deals SET {assignments} WHERE asin = ?", rows)
+
+
+_UPSERT_SQL = (
+    _INSERT_SQL + " ON CONFLICT (asin) DO UPDATE SET "
+    + ", ".join(f"{name} = excluded.{name}" for name in DEAL_COLUMNS[1:])
+    + " WHERE excluded.last_update_at >= deals.last_update_at")
+
+
+def _write_merged_postgres(conn, stored: dict[str, tuple], merged: dict[str, tuple]) -> None:
+    """One newer-wins upsert of every new or changed row. On PostgreSQL an UPDATE writes a new
+    row version whatever its SET names, so the rows need no grouping by changed columns; the
+    WHERE keeps a row whose stored lastUpdate is newer (the merge already never lowers it)."""
+    conn.executemany(_UPSERT_SQL, [row for asin, row in merged.items()
+                                   if stored.get(asin) != row])
 
 
 def _stored_rows(conn: sqlite3.Connection, asins: Sequence[str]) -> dict[str, tuple]:
@@ -602,10 +666,10 @@ def holds_fence(conn: sqlite3.Connection, lock_name: str, fence: int) -> bool:
 def start_run(conn: sqlite3.Connection, task: str, *, host: str, pid: int,
               revision: str | None) -> int:
     """Record a run as "running" (committed at once outside a transaction); returns its id."""
-    cursor = conn.execute(
+    return conn.execute(
         "INSERT INTO runs (task, started_at, outcome, host, pid, revision) "
-        "VALUES (?, ?, 'running', ?, ?, ?)", (task, int(time.time()), host, pid, revision))
-    return cursor.lastrowid
+        "VALUES (?, ?, 'running', ?, ?, ?) RETURNING id",
+        (task, int(time.time()), host, pid, revision)).fetchone()[0]
 
 
 def finish_run(conn: sqlite3.Connection, run_id: int, *, outcome: str, deals_written: int,
@@ -641,11 +705,11 @@ def prune_runs(conn: sqlite3.Connection, *, ended_before: int, keep_per_task: in
     return conn.execute(
         "DELETE FROM runs WHERE id IN ("
         " SELECT id FROM (SELECT id, outcome, ended_at, ROW_NUMBER() OVER"
-        "  (PARTITION BY task ORDER BY id DESC) AS newness FROM runs)"
+        "  (PARTITION BY task ORDER BY id DESC) AS newness FROM runs) AS numbered"
         " WHERE newness > ? AND outcome != 'running' AND ended_at < ?)"
         " AND id NOT IN (SELECT id FROM (SELECT id, ROW_NUMBER() OVER"
         "  (PARTITION BY task ORDER BY ended_at DESC, id DESC) AS recency FROM runs"
-        "  WHERE outcome = 'ok') WHERE recency = 1)",
+        "  WHERE outcome = 'ok') AS successes WHERE recency = 1)",
         (keep_per_task, ended_before)).rowcount
 
 

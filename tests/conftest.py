@@ -12,8 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from pg_server import PostgresServer
 from support import SimHandle, launch_simulator
 
+from keepa_deals import postgres
 from keepa_deals.redis_server import PrivateRedis, connect, free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -66,6 +68,32 @@ def redis_client(redis_server):
             cleaner.delete(*keys)
     except Exception:  # noqa: BLE001 - a test that stopped Redis leaves nothing to clean
         pass
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> PostgresServer:
+    """One real PostgreSQL server for the session (pg_server.py); each test its own database."""
+    server = PostgresServer().start()
+    yield server
+    postgres.close_pools()
+    server.remove()
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:
+    """The URL of a new empty database, dropped after the test."""
+    url = postgres_server.create_database()
+    yield url
+    postgres.close_pools()
+    postgres_server.drop_database(url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path) -> str | Path:
+    """Where a deal store lives, once per backend: a SQLite file path or a PostgreSQL URL."""
+    if request.param == "sqlite":
+        return tmp_path / "var" / "deals.db"
+    return request.getfixturevalue("postgres_url")
 
 
 @pytest.fixture

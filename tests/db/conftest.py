@@ -1,4 +1,5 @@
-"""Fixtures for the deal store tests: a migrated SQLite file in a fresh directory."""
+"""Fixtures for the deal store tests: a migrated store on each backend (`conn`, `store` from
+tests/conftest.py), or a SQLite file (`db_path`, `sqlite_conn`) for SQLite's own behaviour."""
 
 from __future__ import annotations
 
@@ -13,7 +14,15 @@ def db_path(tmp_path):
 
 
 @pytest.fixture
-def conn(db_path):
+def conn(store):
+    connection = db.connect(store)
+    db.migrate(connection)
+    yield connection
+    connection.close()
+
+
+@pytest.fixture
+def sqlite_conn(db_path):
     connection = db.connect(db_path)
     db.migrate(connection)
     yield connection
