@@ -1,5 +1,6 @@
-"""connect(), readonly_connect(), transaction(): WAL readers never fail writers; contending
-writers wait for each other instead of failing with "database is locked" (FAILURES D8)."""
+"""connect(), readonly_connect(), transaction() on SQLite: WAL readers never fail writers;
+contending writers wait for each other instead of failing with "database is locked" (FAILURES
+D8). The same properties on PostgreSQL: tests/db/test_postgres_store.py."""
 
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ def test_default_busy_timeout_is_thirty_seconds(db_path):
     assert db.connect(db_path).execute("PRAGMA busy_timeout").fetchone()[0] == 30_000
 
 
-def test_readonly_connection_reads_but_cannot_write(conn, db_path):
+def test_readonly_connection_reads_but_cannot_write(sqlite_conn, db_path):
+    conn = sqlite_conn
     write_deal(conn, "B000000001")
     reader = db.readonly_connect(db_path)
     assert db.deal_count(reader) == 1
@@ -51,13 +53,15 @@ def test_readonly_connect_to_a_missing_database_says_so(tmp_path):
     assert not missing.parent.exists(), "a reader must not create the database"
 
 
-def test_readonly_connect_works_after_every_writer_closed(conn, db_path):
+def test_readonly_connect_works_after_every_writer_closed(sqlite_conn, db_path):
+    conn = sqlite_conn
     write_deal(conn, "B000000001")
     conn.close()  # the last writer checkpoints and removes the -wal/-shm files
     assert db.deal_count(db.readonly_connect(db_path)) == 1
 
 
-def test_long_read_transaction_never_fails_a_writer(conn, db_path):
+def test_long_read_transaction_never_fails_a_writer(sqlite_conn, db_path):
+    conn = sqlite_conn
     write_deal(conn, "B000000001")
     reader = db.readonly_connect(db_path, busy_timeout_s=0)
     reader.execute("BEGIN")
@@ -73,7 +77,8 @@ def test_long_read_transaction_never_fails_a_writer(conn, db_path):
     assert db.deal_count(reader) == 39
 
 
-def test_second_writer_waits_for_the_first_instead_of_failing(conn, db_path):
+def test_second_writer_waits_for_the_first_instead_of_failing(sqlite_conn, db_path):
+    conn = sqlite_conn
     """A writer whose BEGIN IMMEDIATE starts while another holds the write lock neither fails
     nor writes while the holder keeps writing, and writes right after the holder's COMMIT.
     SQLite's trace callback tells when each of its statements starts: no sleep."""
@@ -116,7 +121,8 @@ def test_second_writer_waits_for_the_first_instead_of_failing(conn, db_path):
     assert conn.execute("SELECT COUNT(*) FROM pipeline_state").fetchone()[0] == rows + 1
 
 
-def test_without_a_busy_timeout_the_same_contention_fails(conn, db_path):
+def test_without_a_busy_timeout_the_same_contention_fails(sqlite_conn, db_path):
+    conn = sqlite_conn
     """The contrast that makes the test above meaningful (the old 5 s default failed this way)."""
     conn.execute("BEGIN IMMEDIATE")
     impatient = db.connect(db_path, busy_timeout_s=0)

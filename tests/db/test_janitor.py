@@ -114,8 +114,8 @@ def insert_runs(conn, task: str, rows: list[tuple[str, int | None]]) -> list[int
     """Runs of `task` as (outcome, ended_at), oldest id first; returns their ids."""
     with db.transaction(conn):
         return [conn.execute("INSERT INTO runs (task, started_at, ended_at, outcome) "
-                             "VALUES (?, ?, ?, ?)",
-                             (task, (ended or NOW) - 60, ended, outcome)).lastrowid
+                             "VALUES (?, ?, ?, ?) RETURNING id",
+                             (task, (ended or NOW) - 60, ended, outcome)).fetchone()[0]
                 for outcome, ended in rows]
 
 

@@ -21,7 +21,16 @@ def tables(conn) -> set[str]:
 
 
 def schema(conn) -> list[tuple]:
-    return conn.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall()
+    """Every table's columns and every index's definition, on either backend."""
+    if not db.is_postgres(conn):
+        return [tuple(row) for row in
+                conn.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name")]
+    return [tuple(row) for row in conn.execute(
+        "SELECT 'table', table_name, string_agg(column_name || ' ' || data_type || ' ' || "
+        " is_nullable, ', ' ORDER BY ordinal_position) FROM information_schema.columns "
+        "WHERE table_schema = current_schema() GROUP BY table_name "
+        "UNION ALL SELECT 'index', indexname, indexdef FROM pg_indexes "
+        "WHERE schemaname = current_schema() ORDER BY 2")]
 
 
 def test_fresh_database_gets_every_migration(db_path):
@@ -33,13 +42,32 @@ def test_fresh_database_gets_every_migration(db_path):
     assert applied == [version for version, _ in db.available_migrations()]
 
 
+def test_both_dialects_have_the_same_numbered_migrations():
+    versions = {dialect: [version for version, _ in db.available_migrations(dialect)]
+                for dialect in db.DIALECTS}
+    assert versions["sqlite"] == versions["postgresql"] == list(
+        range(1, db.latest_version() + 1))
+
+
+def test_a_fresh_postgresql_database_gets_every_migration(postgres_url):
+    conn = db.connect(postgres_url)
+    assert db.migrate(conn) == db.latest_version()
+    names = {row[0] for row in conn.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()")}
+    assert names >= TABLES
+    applied = [row[0] for row in conn.execute("SELECT version FROM schema_migrations "
+                                              "ORDER BY version")]
+    assert applied == [version for version, _ in db.available_migrations("postgresql")]
+    db.ensure_schema(conn)  # exactly this code's version: accepted
+
+
 def test_migrate_is_idempotent_and_keeps_data(conn):
     with db.transaction(conn):
         db.upsert_deals(conn, [make_deal()], source="backfill_deals", seen_at=BASE_TIME)
-    before = [tuple(row) for row in schema(conn)]
+    before = schema(conn)
     version = db.schema_version(conn)
     assert db.migrate(conn) == version
-    assert [tuple(row) for row in schema(conn)] == before
+    assert schema(conn) == before
     assert db.deal_count(conn) == 1
     assert conn.execute("SELECT COUNT(*) FROM schema_migrations").fetchone()[0] == version
 
@@ -107,14 +135,14 @@ def test_database_from_a_newer_release_is_refused_unchanged(conn):
     assert schema(conn) == before
 
 
-def test_concurrent_migrations_apply_each_version_once(db_path):
+def test_concurrent_migrations_apply_each_version_once(store):
     barrier = threading.Barrier(3)
     errors = []
 
     def migrate():
         barrier.wait()
         try:
-            conn = db.connect(db_path)
+            conn = db.connect(store)
             db.migrate(conn)
             conn.close()
         except Exception as exc:  # noqa: BLE001 - reported by the assertion below
@@ -126,8 +154,9 @@ def test_concurrent_migrations_apply_each_version_once(db_path):
     for thread in threads:
         thread.join(timeout=20)
     assert errors == []
-    conn = db.connect(db_path)
-    versions = [row[0] for row in conn.execute("SELECT version FROM schema_migrations")]
+    conn = db.connect(store)
+    versions = [row[0] for row in conn.execute("SELECT version FROM schema_migrations "
+                                               "ORDER BY version")]
     assert versions == [version for version, _ in db.available_migrations()]
 
 

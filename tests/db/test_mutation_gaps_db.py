@@ -30,7 +30,7 @@ def asin_indexes(conn) -> list[tuple[str, bool]]:
     return found
 
 
-def test_a_reader_waits_as_long_as_it_is_told(conn, db_path):
+def test_a_reader_waits_as_long_as_it_is_told(sqlite_conn, db_path):
     reader = db.readonly_connect(db_path, busy_timeout_s=12.5)
     assert reader.execute("PRAGMA busy_timeout").fetchone()[0] == 12_500
 

@@ -51,9 +51,9 @@ def test_run_lifecycle_is_recorded(conn):
     assert finished.ended_at >= finished.started_at
 
 
-def test_start_run_is_committed_at_once_so_a_crash_leaves_it_visible(conn, db_path):
+def test_start_run_is_committed_at_once_so_a_crash_leaves_it_visible(conn, store):
     db.start_run(conn, "update_recent_deals", host="worker-1", pid=99, revision=None)
-    other = db.readonly_connect(db_path)
+    other = db.readonly_connect(store)
     [run] = db.recent_runs(other)
     assert (run.outcome, run.host, run.pid) == ("running", "worker-1", 99)
 

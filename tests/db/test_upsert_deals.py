@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sqlite3
 
 import pytest
 from db_helpers import BASE_TIME, make_deal, stored
@@ -21,7 +20,7 @@ def upsert(conn, records, *, source="backfill_deals", seen_at=BASE_TIME):
 
 
 def test_deals_table_columns_are_the_record_fields_plus_bookkeeping(conn):
-    columns = [row["name"] for row in conn.execute("PRAGMA table_info(deals)")]
+    columns = [column[0] for column in conn.execute("SELECT * FROM deals LIMIT 0").description]
     assert columns == [*DEAL_FIELDS, "first_seen_at", "last_seen_at", "source",
                        "enriched_update_at"]
 
@@ -90,9 +89,10 @@ def test_unenriched_sighting_keeps_the_enrichment_of_the_same_version(conn):
     assert row["last_seen_at"] == BASE_TIME + 70
 
 
-def test_updates_set_only_the_columns_that_change(conn):
+def test_updates_set_only_the_columns_that_change(sqlite_conn):
     """SQLite rewrites every index on a column named in SET: a re-sighting must name only
     last_seen_at, a price change only the moved columns."""
+    conn = sqlite_conn
     upsert(conn, [make_deal("B000000001"), make_deal("B000000002")])
     statements = []
     conn.set_trace_callback(statements.append)
@@ -154,7 +154,7 @@ def test_rows_and_checkpoint_commit_or_roll_back_together(conn):
 
 
 def test_a_record_violating_the_schema_fails_the_whole_batch(conn):
-    with pytest.raises(sqlite3.IntegrityError, match="price_type"), db.transaction(conn):
+    with pytest.raises(db.ERRORS, match="price_type"), db.transaction(conn):
         db.upsert_deals(conn, [make_deal("B000000002"), make_deal(price_type=None)],
                         source="backfill_deals", seen_at=BASE_TIME)
     assert db.deal_count(conn) == 0
