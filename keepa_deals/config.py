@@ -87,6 +87,11 @@ class Settings:
         """Where the deal store lives: the PostgreSQL URL when set, else the SQLite file."""
         return self.database_url or self.database_path
 
+    @property
+    def database_shown(self) -> str:
+        """The store's location as it may be printed: a URL without its password."""
+        return redact_url(self.database_url) if self.database_url else str(self.database_path)
+
     def __repr__(self) -> str:
         return f"Settings({self.redacted()!r})"
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from pathlib import Path
 
 import redis
 from flask import Flask, jsonify, render_template, request
@@ -101,7 +100,7 @@ def main() -> int:
     logs.apply_to(logging.getLogger())
     logging.getLogger(__name__).info(
         "dashboard: serving http://%s:%s/ (database %s)", settings.dashboard_host,
-        settings.dashboard_port, Path(settings.database_path))
+        settings.dashboard_port, settings.database_shown)
     serve(app, host=settings.dashboard_host, port=settings.dashboard_port,
           threads=SERVER_THREADS, ident="keepa-deals")
     return 0

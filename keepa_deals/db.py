@@ -36,6 +36,7 @@ MIGRATIONS_DIR = Path(__file__).with_name("migrations")  # SQLite; PostgreSQL's 
 DIALECTS = ("sqlite", "postgresql")
 # What a failing database raises, on either backend (FileNotFoundError etc. are OSError).
 ERRORS = (sqlite3.Error, postgres.Error)
+Connection = sqlite3.Connection | postgres.PgConnection
 DEFAULT_BUSY_TIMEOUT_S = 30.0
 RUN_OUTCOMES = frozenset({"ok", "partial", "skipped", "failed"})
 
@@ -718,6 +719,14 @@ def run_details_since(conn: sqlite3.Connection, task: str, since: int) -> list[A
     return [json.loads(detail) for (detail,) in conn.execute(
         "SELECT detail FROM runs WHERE task = ? AND ended_at >= ? AND detail IS NOT NULL",
         (task, since))]
+
+
+def first_run_end_with(conn: sqlite3.Connection, task: str, counter: str) -> int | None:
+    """When the task's first run whose detail has `counter` > 0 ended; None when none did."""
+    positive = ("CAST(CAST(detail AS json) ->> ? AS integer) > 0" if is_postgres(conn)
+                else "json_extract(detail, '$.' || ?) > 0")
+    return conn.execute(f"SELECT MIN(ended_at) FROM runs WHERE task = ? AND {positive}",
+                        (task, counter)).fetchone()[0]
 
 
 def last_successful_run(conn: sqlite3.Connection, task: str) -> Run | None:

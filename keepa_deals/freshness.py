@@ -26,7 +26,6 @@ not sustain); the plan is judged once a scan has completed.
 from __future__ import annotations
 
 import math
-import sqlite3
 from collections import Counter
 from dataclasses import asdict, dataclass
 
@@ -232,10 +231,10 @@ def _minutes(minutes: float) -> str:
 
 # --------------------------------------------------------------------------- gathering
 
-def collect_freshness(conn: sqlite3.Connection, *, now: float, enrich_max_age_h: float,
+def collect_freshness(conn: db.Connection, *, now: float, enrich_max_age_h: float,
                       refill_rate: int | None, refill_period_ms: int,
                       cursor: dict | None) -> Freshness:
-    """The freshness figures of the last hour from the database (read-only; sqlite3.Error or
+    """The freshness figures of the last hour from the database (read-only; db.ERRORS or
     ValueError for an unreadable database or corrupt run JSON)."""
     since = int(now) - WINDOW_S
     enriched, total = db.enrichment_coverage(conn,
@@ -264,7 +263,7 @@ def collect_freshness(conn: sqlite3.Connection, *, now: float, enrich_max_age_h:
         plan=plan)
 
 
-def _counters(conn: sqlite3.Connection, since: int, tasks=(TASK_UPSERT, TASK_BACKFILL)
+def _counters(conn: db.Connection, since: int, tasks=(TASK_UPSERT, TASK_BACKFILL)
               ) -> Counter:
     """The numeric runs.detail counters of the tasks' runs that ended since `since`, summed."""
     summed: Counter = Counter()
@@ -275,18 +274,15 @@ def _counters(conn: sqlite3.Connection, since: int, tasks=(TASK_UPSERT, TASK_BAC
     return summed
 
 
-def _first_scan_end(conn: sqlite3.Connection, scan: Scan) -> int | None:
+def _first_scan_end(conn: db.Connection, scan: Scan) -> int | None:
     """When the first complete scan ended (the end of the first backfill run that finished a
     sweep; 0 when those runs were pruned); None while no scan has completed."""
     if not scan.last_pages:
         return None
-    ended = conn.execute("SELECT MIN(ended_at) FROM runs WHERE task = ? "
-                         "AND json_extract(detail, '$.sweeps_finished') > 0",
-                         (TASK_BACKFILL,)).fetchone()[0]
-    return ended or 0
+    return db.first_run_end_with(conn, TASK_BACKFILL, "sweeps_finished") or 0
 
 
-def _demand(conn: sqlite3.Connection, *, since: int, now: float, deals: int,
+def _demand(conn: db.Connection, *, since: int, now: float, deals: int,
             enrich_max_age_h: float, refill_period_ms: int) -> Demand:
     """The rates measured since `since`, per refill tick."""
     ticks = max(1.0, (now - since) * 1000 / refill_period_ms)

@@ -16,7 +16,6 @@ are due, not overdue) or unhealthy, with `fix` beside `reason`.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -122,8 +121,9 @@ _ERROR_CAUSES = (
     _Cause("database is locked", False, "the database is locked by another writer",
            "Close whatever holds a write transaction on DATABASE_PATH (an sqlite3 shell, a "
            "stuck script); runs retry by themselves."),
-    _Cause("SQLite error", False, "the database cannot be written",
-           "Check that DATABASE_PATH is writable and its disk is not full."),
+    _Cause("database error", False, "the database cannot be written",
+           "Check that DATABASE_PATH is writable and its disk is not full, or that the "
+           "PostgreSQL server of DATABASE_URL runs and accepts the role's password."),
     _Cause("Redis unavailable", False, "the worker cannot reach Redis",
            "Start Redis (python -m keepa_deals.redis_server start) or fix REDIS_URL."),
     _Cause("NotEnoughTokensError", False, "Keepa keeps answering 429 (not enough tokens)",
@@ -380,7 +380,7 @@ def _made_progress(run: dict) -> bool:
 # --------------------------------------------------------------------------- gathering
 
 def collect_health(settings: Settings, *, redis: redis.Redis | None = None,
-                   conn: sqlite3.Connection | None = None,
+                   conn: db.Connection | None = None,
                    now: float | None = None) -> PipelineHealth:
     """Gather every input and judge the pipeline. Never raises for Redis or database trouble."""
     now = time.time() if now is None else now
@@ -462,23 +462,23 @@ class _DatabaseFacts:
     warnings: list[str] = field(default_factory=list)
 
     @classmethod
-    def gather(cls, settings: Settings, conn: sqlite3.Connection | None, now: float, *,
+    def gather(cls, settings: Settings, conn: db.Connection | None, now: float, *,
                refill_rate: int | None) -> _DatabaseFacts:
         facts = cls()
         own = conn is None
         try:
             if own:
-                conn = db.readonly_connect(settings.database_path)
+                conn = db.readonly_connect(settings.database)
             facts._read(conn, now)
             facts._read_freshness(conn, settings, now, refill_rate)
-        except (sqlite3.Error, OSError, ValueError) as exc:  # ValueError: corrupt run JSON
+        except (*db.ERRORS, OSError, ValueError) as exc:  # ValueError: corrupt run JSON
             facts.error = one_line(exc)
         finally:
             if own and conn is not None:
                 conn.close()
         return facts
 
-    def _read(self, conn: sqlite3.Connection, now: float) -> None:
+    def _read(self, conn: db.Connection, now: float) -> None:
         self.deal_count = db.deal_count(conn)
         self.deals_last_hour = db.deals_added_since(conn, int(now) - 3600)
         self.deals_last_day = db.deals_added_since(conn, int(now) - 86400)
@@ -493,7 +493,7 @@ class _DatabaseFacts:
             cursor = None
         self.cursor = cursor if isinstance(cursor, dict) else None
 
-    def _read_freshness(self, conn: sqlite3.Connection, settings: Settings, now: float,
+    def _read_freshness(self, conn: db.Connection, settings: Settings, now: float,
                         refill_rate: int | None) -> None:
         """The freshness figures; a failure leaves them unknown with a warning, not the page."""
         try:
@@ -501,11 +501,11 @@ class _DatabaseFacts:
                 conn, now=now, enrich_max_age_h=settings.enrich_max_age_h,
                 refill_rate=refill_rate, refill_period_ms=settings.refill_period_ms,
                 cursor=self.cursor).to_dict()
-        except (sqlite3.Error, ValueError) as exc:
+        except (*db.ERRORS, ValueError) as exc:
             self.warnings.append(f"freshness figures unavailable: {one_line(exc)}")
 
 
-def _scalar(conn: sqlite3.Connection, sql: str):
+def _scalar(conn: db.Connection, sql: str):
     return conn.execute(sql).fetchone()[0]
 
 

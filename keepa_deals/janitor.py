@@ -14,7 +14,6 @@ The Celery task that calls this lives in janitor_task.py.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 
 from keepa_deals import db
@@ -37,7 +36,7 @@ class JanitorResult:
     runs_pruned: int = 0
 
 
-def remove_stale_deals(conn: sqlite3.Connection, *, max_age_s: int, now: int,
+def remove_stale_deals(conn: db.Connection, *, max_age_s: int, now: int,
                        ingestion_healthy: bool) -> JanitorResult:
     """Delete deals unseen for `max_age_s` of working ingestion, in one transaction.
 
@@ -67,7 +66,7 @@ def remove_stale_deals(conn: sqlite3.Connection, *, max_age_s: int, now: int,
     return JanitorResult(removed, cutoff, runs_pruned=pruned)
 
 
-def _last_successful_pipeline_run(conn: sqlite3.Connection) -> db.Run | None:
+def _last_successful_pipeline_run(conn: db.Connection) -> db.Run | None:
     runs = [db.last_successful_run(conn, task) for task in PIPELINE_TASKS]
     return max((run for run in runs if run is not None), key=lambda run: run.ended_at,
                default=None)

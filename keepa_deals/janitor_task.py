@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import sqlite3
 import time
 from dataclasses import asdict
 
@@ -32,7 +31,7 @@ def run_janitor(services: PipelineServices, *, now: int | None = None) -> dict:
     now = int(time.time()) if now is None else now
     verdict = health.collect_health(settings, redis=services.redis, now=now)
     try:
-        conn = db.connect(settings.database_path)
+        conn = db.connect(settings.database)
         try:
             db.ensure_schema(conn)
             run_id = db.start_run(conn, TASK_JANITOR, host=socket.gethostname(),
@@ -45,9 +44,9 @@ def run_janitor(services: PipelineServices, *, now: int | None = None) -> dict:
                           error=result.refused, detail=asdict(result))
         finally:
             conn.close()
-    except (sqlite3.Error, db.MigrationError) as exc:
-        log.error("janitor not run: SQLite error (%s: %s)", type(exc).__name__, exc)
-        return {"outcome": "failed", "error": f"SQLite error ({type(exc).__name__}: {exc})"}
+    except (*db.ERRORS, db.MigrationError) as exc:
+        log.error("janitor not run: database error (%s: %s)", type(exc).__name__, exc)
+        return {"outcome": "failed", "error": f"database error ({type(exc).__name__}: {exc})"}
     log.info("janitor %s: %d stale deals removed%s (health: %s)", outcome, result.removed,
              f" ({result.refused})" if result.refused else "", verdict.reason)
     return {"outcome": outcome, **asdict(result)}

@@ -93,7 +93,7 @@ class Runner:
         say(f"redis: {started}{redact_url(redis_url)}")
         say(preflight())
         migrate(self.settings)
-        say(f"database: {self.settings.database_path}; revision {record_revision(self.settings)}")
+        say(f"database: {self.settings.database_shown}; revision {record_revision(self.settings)}")
         own = own_command_line()
         env = environment(redis_url)
         for service in wanted:

@@ -27,7 +27,6 @@ import json
 import logging
 import os
 import socket
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -161,7 +160,7 @@ class TaskRun:
     """The handle a task's work function gets: steps of the pipeline bound to this run."""
 
     def __init__(self, services: PipelineServices, spec: TaskSpec, *, run_id: int,
-                 conn: sqlite3.Connection, lock: LeaseLock, deadline: float):
+                 conn: db.Connection, lock: LeaseLock, deadline: float):
         self.services = services
         self.spec = spec
         self.run_id = run_id
@@ -206,7 +205,7 @@ class TaskRun:
         self.lock.check()
 
     @contextlib.contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
+    def write(self) -> Iterator[db.Connection]:
         """A write transaction of this run: after a lease check, and fenced — LeaseLost, nothing
         written, when a newer holder of the lock took the fence (this run slept past its lease
         while the heartbeat could not tell it)."""
@@ -392,16 +391,16 @@ def run_pipeline_task(services: PipelineServices, spec: TaskSpec,
     settings = services.settings
     revision = heartbeats.code_revision()
     try:
-        conn = db.connect(settings.database_path)
-    except (sqlite3.Error, OSError) as exc:
-        return _unrecorded(services, spec, f"SQLite error ({type(exc).__name__}: {exc})")
+        conn = db.connect(settings.database)
+    except (*db.ERRORS, OSError) as exc:
+        return _unrecorded(services, spec, f"database error ({type(exc).__name__}: {exc})")
     try:
         db.ensure_schema(conn)
         run_id = db.start_run(conn, spec.task, host=socket.gethostname(), pid=os.getpid(),
                               revision=revision)
-    except (sqlite3.Error, db.MigrationError) as exc:
+    except (*db.ERRORS, db.MigrationError) as exc:
         conn.close()
-        return _unrecorded(services, spec, f"SQLite error ({type(exc).__name__}: {exc})")
+        return _unrecorded(services, spec, f"database error ({type(exc).__name__}: {exc})")
     log.info("%s run %d starting (revision %s, task id %s)", spec.task, run_id, revision,
              task_id)
     lock = LeaseLock(services.redis, spec.lock_name, ttl_s=settings.lock_ttl_s, task_id=task_id)
@@ -425,13 +424,13 @@ def run_pipeline_task(services: PipelineServices, spec: TaskSpec,
     return report
 
 
-def _record_end(conn: sqlite3.Connection, report: RunReport) -> None:
+def _record_end(conn: db.Connection, report: RunReport) -> None:
     """finish_run; if the database refuses even that, the log keeps the outcome."""
     try:
         db.finish_run(conn, report.run_id, outcome=report.outcome,
                       deals_written=report.deals_written, tokens_spent=report.tokens_spent,
                       error=report.error, detail=report.detail)
-    except sqlite3.Error as exc:
+    except db.ERRORS as exc:
         log.error("run %d (%s) could not be recorded: %s", report.run_id, report.outcome, exc)
 
 
@@ -462,8 +461,8 @@ def _execute(run: TaskRun, work: Callable[[TaskRun], bool]) -> tuple[str, str | 
         return "failed", redact(f"{type(exc).__name__}: {exc}")
     except redis.RedisError as exc:
         return "failed", redact(f"Redis unavailable ({type(exc).__name__}: {exc})")
-    except sqlite3.Error as exc:
-        return "failed", f"SQLite error ({type(exc).__name__}: {exc})"
+    except db.ERRORS as exc:
+        return "failed", f"database error ({type(exc).__name__}: {exc})"
     except Exception as exc:  # recorded and logged once: never a crash loop
         log.exception("%s run %d crashed", task, run.run_id)
         return "failed", redact(f"{type(exc).__name__}: {exc}")

@@ -84,7 +84,7 @@ def _preflight(_settings, _args) -> int:
 
 def _migrate(settings, args) -> int:
     control.migrate(settings, snapshot=Path(args.snapshot) if args.snapshot else None)
-    print(f"database {settings.database_path}: migrated")
+    print(f"database {settings.database_shown}: migrated")
     return 0
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import sqlite3
 import subprocess
 import sys
 import time
@@ -145,22 +144,27 @@ def migrate(settings: Settings, *, snapshot: Path | None = None,
             report: Report = print) -> None:
     """Apply the database migrations (idempotent). With `snapshot`, a database that has
     migrations pending is first copied there (what a rollback restores); without pending
-    migrations no snapshot is taken and a stale one at that path is removed."""
-    settings.database_path.parent.mkdir(parents=True, exist_ok=True)
+    migrations no snapshot is taken and a stale one at that path is removed. PostgreSQL is
+    never snapshotted here: its migrations run in one transaction, and its backups are the
+    server's (docs/deploy.md)."""
     try:
-        conn = db.connect(settings.database_path)
+        conn = db.connect(settings.database)
         try:
             if snapshot is not None:
                 snapshot.unlink(missing_ok=True)
                 current = db.schema_version(conn)
                 if 0 < current < db.latest_version():
-                    db.snapshot(conn, snapshot)
-                    report(f"database snapshot (schema {current}) saved to {snapshot}")
+                    if db.is_postgres(conn):
+                        report("PostgreSQL: no snapshot taken; a rollback keeps the migrated "
+                               "schema (restore a pg_dump backup to undo it)")
+                    else:
+                        db.snapshot(conn, snapshot)
+                        report(f"database snapshot (schema {current}) saved to {snapshot}")
             db.migrate(conn)
         finally:
             conn.close()
-    except (sqlite3.Error, db.MigrationError) as exc:
-        raise OpsError(f"DATABASE_PATH {settings.database_path}: {exc}") from None
+    except (*db.ERRORS, db.MigrationError) as exc:
+        raise OpsError(f"database {settings.database_shown}: {exc}") from None
 
 
 def restore_snapshot(settings: Settings, snapshot: Path, *, report: Report = print) -> None:
@@ -173,14 +177,14 @@ def restore_snapshot(settings: Settings, snapshot: Path, *, report: Report = pri
     if not snapshot.is_file():
         raise OpsError(f"no database snapshot at {snapshot}")
     try:
-        conn = db.connect(settings.database_path)
+        conn = db.connect(settings.database)
         try:
             db.restore(conn, snapshot)
             version = db.schema_version(conn)
         finally:
             conn.close()
-    except sqlite3.Error as exc:
-        raise OpsError(f"DATABASE_PATH {settings.database_path}: restore failed: {exc}") from None
+    except (*db.ERRORS, db.MigrationError) as exc:
+        raise OpsError(f"database {settings.database_shown}: restore failed: {exc}") from None
     report(f"database restored from {snapshot} (schema {version})")
 
 

@@ -10,7 +10,6 @@ deployed revision (a worker on stale code fails this, FAILURES L10), and /health
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable
 
@@ -41,15 +40,15 @@ def runs_of(settings: Settings, revision: str, since: float
     """(task, outcome, error, deals written) of the runs of `revision` started at or after
     `since`, newest first; empty while the database or its tables do not exist yet."""
     try:
-        conn = db.readonly_connect(settings.database_path, busy_timeout_s=5)
-    except (OSError, sqlite3.Error):
+        conn = db.readonly_connect(settings.database, busy_timeout_s=5)
+    except (OSError, *db.ERRORS):
         return []
     try:
         rows = conn.execute(
             "SELECT task, outcome, COALESCE(error, ''), COALESCE(deals_written, 0) FROM runs "
             "WHERE revision = ? AND started_at >= ? ORDER BY id DESC LIMIT 50",
             (revision, int(since))).fetchall()
-    except sqlite3.OperationalError:
+    except db.ERRORS:  # no runs table yet
         return []
     finally:
         conn.close()

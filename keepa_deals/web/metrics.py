@@ -60,8 +60,8 @@ class PipelineCollector:
                                      labels=["task"])
         try:
             rows = self.sources.db().execute(
-                "SELECT task, outcome, COUNT(*), COALESCE(SUM(deals_written), 0), "
-                "COALESCE(SUM(tokens_spent), 0), MAX(ended_at) FROM runs "
+                "SELECT task, outcome, COUNT(*), CAST(COALESCE(SUM(deals_written), 0) AS BIGINT), "
+                "CAST(COALESCE(SUM(tokens_spent), 0) AS BIGINT), MAX(ended_at) FROM runs "
                 "GROUP BY task, outcome").fetchall()
         except SOURCE_ERRORS:
             rows = []

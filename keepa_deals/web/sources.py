@@ -7,7 +7,6 @@ on first use and recreated after a failure (the private server's port may change
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 
 import redis
@@ -17,7 +16,7 @@ from keepa_deals import db
 from keepa_deals.config import Settings
 from keepa_deals.redis_server import RedisUnavailable, connect, redis_url_for
 
-SOURCE_ERRORS = (sqlite3.Error, OSError, redis.RedisError, RedisUnavailable)
+SOURCE_ERRORS = (*db.ERRORS, OSError, redis.RedisError, RedisUnavailable)
 READ_BUSY_TIMEOUT_S = 2.0  # a page waits this long at most for a locked database
 REDIS_TIMEOUT_S = 1.0
 
@@ -31,10 +30,10 @@ class Sources:
         self._fixed_redis = redis_client is not None
         self._guard = threading.Lock()
 
-    def db(self) -> sqlite3.Connection:
-        """This request's read-only connection (raises sqlite3.Error/OSError when unavailable)."""
+    def db(self) -> db.Connection:
+        """This request's read-only connection (raises db.ERRORS/OSError when unavailable)."""
         if "db" not in g:
-            g.db = db.readonly_connect(self.settings.database_path,
+            g.db = db.readonly_connect(self.settings.database,
                                        busy_timeout_s=READ_BUSY_TIMEOUT_S)
         return g.db
 

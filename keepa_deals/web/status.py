@@ -6,7 +6,6 @@ never raises when Redis or the database is down (the health reports them as caus
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 
@@ -85,7 +84,7 @@ class HourlyCounts:
         self._computed_at = float("-inf")
         self._guard = threading.Lock()
 
-    def series(self, conn: sqlite3.Connection, now: float) -> list[list[int]]:
+    def series(self, conn: db.Connection, now: float) -> list[list[int]]:
         """[[hour start (unix s), deals first seen in that hour], ...], oldest first."""
         current = int(now) // 3600 * 3600
         first = current - (CHART_HOURS - 1) * 3600

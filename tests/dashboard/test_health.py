@@ -131,7 +131,7 @@ def test_a_locked_database_is_named_with_its_fix(settings, alive, database):
     now = time.time()
     for ago in (90, 60, 30):
         insert_run(database, TASK_BACKFILL, started_at=now - ago, outcome="failed",
-                   error="SQLite error (OperationalError: database is locked)")
+                   error="database error (OperationalError: database is locked)")
     verdict = health(settings, alive, database, now).verdict(TASK_BACKFILL)
     assert verdict.state == "stalled" and "database is locked" in verdict.cause
     assert "DATABASE_PATH" in verdict.fix
