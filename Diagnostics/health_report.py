@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from urllib.parse import urlsplit
 
 if __package__ in (None, ""):  # run as a file: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -20,6 +19,7 @@ if __package__ in (None, ""):  # run as a file: make the project importable
 from Diagnostics._cli import fail, parser, scrub
 from keepa_deals.config import ConfigError, Settings, load_settings
 from keepa_deals.health import PipelineHealth, TaskVerdict, collect_health, duration_text
+from keepa_deals.redis_server import password_forms
 
 EXIT_HEALTHY = 0
 EXIT_UNHEALTHY = 1
@@ -72,7 +72,8 @@ def report(health: PipelineHealth) -> str:
     lines += [line for verdict in health.verdicts for line in _verdict_lines(verdict)]
     lines.append("processes:")
     for worker in health.workers:
-        lines.append(f"  worker {worker.get('name')}: pid {worker.get('pid')}, revision "
+        lines.append(f"  worker {worker.get('name')} on {worker.get('host')}: pid "
+                     f"{worker.get('pid')}, revision "
                      f"{str(worker.get('revision'))[:12]}")
     if not health.workers:
         lines.append("  no worker heartbeat")
@@ -142,7 +143,7 @@ def _ago(seconds: float | None) -> str:
 def _scrubbed(text: str, settings: Settings) -> str:
     """The output with any secret replaced (defence in depth: the facts should hold none)."""
     return scrub(text, settings.keepa_api_key, settings.dashboard_password,
-                 urlsplit(settings.redis_url).password if settings.redis_url else None)
+                 *password_forms(settings.redis_url or ""))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ Readers never raise on a missing key; values come back as plain dicts with numbe
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import time
 from functools import cache
@@ -20,6 +19,7 @@ import redis
 
 from keepa_deals.config import ConfigError, load_settings
 from keepa_deals.constants import HEARTBEAT_KEY_PREFIX
+from keepa_deals.host import host_name
 
 WORKER_KEY_PREFIX = HEARTBEAT_KEY_PREFIX + "worker:"
 BEAT_KEY = HEARTBEAT_KEY_PREFIX + "beat"
@@ -55,7 +55,7 @@ PROCESS_STARTED_AT = time.time()  # this process imported the module: its start,
 
 def _identity() -> dict:
     return {
-        "host": socket.gethostname(),
+        "host": host_name(),
         "pid": os.getpid(),
         "revision": code_revision(),
         "started_at": PROCESS_STARTED_AT,
@@ -65,7 +65,7 @@ def _identity() -> dict:
 
 def worker_heartbeat(r: redis.Redis, hostname: str | None = None) -> None:
     """Record that this worker process is alive (call every HEARTBEAT_INTERVAL_S)."""
-    key = WORKER_KEY_PREFIX + (hostname or socket.gethostname())
+    key = WORKER_KEY_PREFIX + (hostname or host_name())
     r.hset(key, mapping=_identity())
     r.expire(key, HEARTBEAT_TTL_S)
 

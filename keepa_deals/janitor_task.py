@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import time
 from dataclasses import asdict
 
@@ -19,6 +18,7 @@ from celery import shared_task
 from keepa_deals import db, health, heartbeats, janitor
 from keepa_deals.config import ConfigError
 from keepa_deals.constants import TASK_JANITOR
+from keepa_deals.host import host_name
 from keepa_deals.redis_server import RedisUnavailable
 from keepa_deals.task_runtime import PipelineServices, process_services
 
@@ -34,7 +34,7 @@ def run_janitor(services: PipelineServices, *, now: int | None = None) -> dict:
         conn = db.connect(settings.database)
         try:
             db.ensure_schema(conn)
-            run_id = db.start_run(conn, TASK_JANITOR, host=socket.gethostname(),
+            run_id = db.start_run(conn, TASK_JANITOR, host=host_name(),
                                   pid=os.getpid(), revision=heartbeats.code_revision())
             result = janitor.remove_stale_deals(
                 conn, max_age_s=round(settings.janitor_max_age_h * 3600), now=now,

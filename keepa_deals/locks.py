@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import threading
 import time
 import uuid
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 import redis
 
 from keepa_deals.constants import LOCK_KEY_PREFIX
+from keepa_deals.host import host_name
 from keepa_deals.processes import process_alive
 
 RENEWALS_PER_TTL = 3
@@ -174,7 +174,7 @@ class LeaseLock:
                     return
 
     def _encode(self, *, since: float, renewed_at: float, token: str) -> str:
-        return json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+        return json.dumps({"host": host_name(), "pid": os.getpid(),
                            "task_id": self.task_id, "since": since, "renewed_at": renewed_at,
                            "token": token})
 
@@ -189,7 +189,7 @@ def inspect(redis_client: redis.Redis) -> list[LockInfo]:
         pipe.pttl(key)
     replies = pipe.execute()
     now = time.time()
-    host = socket.gethostname()
+    host = host_name()
     infos = []
     for index, key in enumerate(keys):
         owner = _decode(replies[2 * index])

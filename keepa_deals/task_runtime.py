@@ -26,7 +26,6 @@ import contextlib
 import json
 import logging
 import os
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -42,6 +41,7 @@ from keepa_deals.config import ConfigError, Settings, load_settings
 from keepa_deals.constants import MAX_ASINS_PER_PRODUCT_CALL
 from keepa_deals.deals import DealRecord, ParsedPage
 from keepa_deals.envelope import TokenEnvelope
+from keepa_deals.host import host_name
 from keepa_deals.keepa_api import (
     BadResponseError,
     KeepaClient,
@@ -396,7 +396,7 @@ def run_pipeline_task(services: PipelineServices, spec: TaskSpec,
         return _unrecorded(services, spec, f"database error ({type(exc).__name__}: {exc})")
     try:
         db.ensure_schema(conn)
-        run_id = db.start_run(conn, spec.task, host=socket.gethostname(), pid=os.getpid(),
+        run_id = db.start_run(conn, spec.task, host=host_name(), pid=os.getpid(),
                               revision=revision)
     except (*db.ERRORS, db.MigrationError) as exc:
         conn.close()

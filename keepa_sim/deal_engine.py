@@ -188,7 +188,7 @@ class DealEngine:
         with self._lock:
             result = self._result(selection, minute)
         deals = [{"asin": m.product.asin, "lastUpdate": m.state.last_update,
-                  "creationDate": m.state.since}
+                  "creationDate": m.state.since, "title": m.product.title}
                  for m in result.matches if since is None or m.state.last_update > since]
         return {"deals": deals, "count": len(deals), "now_keepa_minute": keepa_minute(now),
                 "deals_minute": minute}

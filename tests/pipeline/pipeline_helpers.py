@@ -15,8 +15,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psycopg
 from support import wait_until
 
+from keepa_deals import postgres
 from keepa_deals.keepa_time import keepa_minute_to_unix
 from keepa_deals.redis_server import connect
 
@@ -65,7 +67,10 @@ def frozen_sim(sim_factory, **sections):
 
 # --------------------------------------------------------------------------- reading results
 
-def _query(database: Path, sql: str, params=()) -> list[tuple]:
+def _query(database: Path | str, sql: str, params=()) -> list[tuple]:
+    """Rows of `sql` from a SQLite file or a PostgreSQL URL ([] before the tables exist)."""
+    if postgres.is_url(database):
+        return _query_postgres(database, sql, params)
     if not Path(database).exists():
         return []
     conn = sqlite3.connect(database, timeout=30)
@@ -77,6 +82,15 @@ def _query(database: Path, sql: str, params=()) -> list[tuple]:
         raise
     finally:
         conn.close()
+
+
+def _query_postgres(url: str, sql: str, params) -> list[tuple]:
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+            return conn.execute(postgres.translate(sql) if params else sql,
+                                params or None).fetchall()
+    except psycopg.errors.UndefinedTable:
+        return []
 
 
 def stored_deals(database: Path) -> dict[str, int]:
