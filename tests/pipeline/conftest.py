@@ -31,12 +31,15 @@ def pipeline_env(app_env, query_file):
 
 
 @pytest.fixture
-def services_for(pipeline_env, redis_client):
-    """services(sim, **overrides) -> (PipelineServices, database path), in this process."""
+def services_for(pipeline_env, redis_client, store):
+    """services(sim, **overrides) -> (PipelineServices, database), in this process, once per
+    backend: the database is a SQLite path or a PostgreSQL URL (`store`)."""
 
-    def build(sim, **overrides) -> tuple[PipelineServices, Path]:
+    def build(sim, **overrides) -> tuple[PipelineServices, Path | str]:
+        if isinstance(store, str):
+            overrides.setdefault("DATABASE_URL", store)
         settings = load_settings(pipeline_env(sim, **overrides), dotenv_path=os.devnull)
-        return PipelineServices.from_settings(settings, redis_client), settings.database_path
+        return PipelineServices.from_settings(settings, redis_client), settings.database
 
     return build
 

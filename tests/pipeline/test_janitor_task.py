@@ -6,13 +6,12 @@ last sighting back in time, and health comes from real heartbeats (or their abse
 
 from __future__ import annotations
 
-import sqlite3
 import time
 
 import pytest
 from pipeline_helpers import runs, sim_config, stored_deals
 
-from keepa_deals import heartbeats
+from keepa_deals import db, heartbeats
 from keepa_deals.backfiller import run_backfill
 from keepa_deals.janitor_task import run_janitor
 
@@ -20,8 +19,8 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def age_deals(database, asins, seconds: int) -> None:
-    conn = sqlite3.connect(database)
-    with conn:
+    conn = db.connect(database)
+    with db.transaction(conn):
         conn.executemany("UPDATE deals SET last_seen_at = last_seen_at - ? WHERE asin = ?",
                          [(seconds, asin) for asin in asins])
     conn.close()

@@ -13,6 +13,7 @@ import sqlite3
 import threading
 import time
 
+import psycopg
 import pytest
 from pipeline_helpers import (
     KEEPA_MINUTE_MS,
@@ -33,7 +34,7 @@ from pipeline_helpers import (
 )
 from support import wait_until
 
-from keepa_deals import backfiller
+from keepa_deals import backfiller, postgres
 from keepa_deals.backfiller import CURSOR_STATE, run_backfill
 from keepa_deals.constants import BACKFILL_LOCK, LOCK_KEY_PREFIX, UPSERT_LOCK
 from keepa_deals.heartbeats import read_task_statuses
@@ -284,6 +285,14 @@ def test_a_broken_query_file_fails_runs_clearly_until_it_is_fixed(sim_factory, s
 
 def refuse_deal_writes(database) -> None:
     """A trigger that makes every INSERT or UPDATE of a deal fail (a failing commit)."""
+    if postgres.is_url(database):
+        with psycopg.connect(database, autocommit=True) as conn:
+            conn.execute(
+                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$; "
+                "CREATE TRIGGER refuse BEFORE INSERT OR UPDATE ON deals "
+                "FOR EACH ROW EXECUTE FUNCTION refuse()")
+        return
     conn = sqlite3.connect(database)
     conn.executescript(
         "CREATE TRIGGER refuse_insert BEFORE INSERT ON deals BEGIN SELECT RAISE(ABORT, "
