@@ -462,8 +462,16 @@ def _write_merged(conn: sqlite3.Connection, stored: dict[str, tuple],
         conn.executemany(f"UPDATE deals SET {assignments} WHERE asin = ?", rows)
 
 
+# PostgreSQL: a page of rows goes in as one array per column (one statement, one round trip).
+_POSTGRES_TEXT_COLUMNS = frozenset({"asin", "title", "image_url", "categories", "category_name",
+                                    "brand", "source"})
+_POSTGRES_ARRAY_TYPES = tuple(
+    "text[]" if name in _POSTGRES_TEXT_COLUMNS else "float8[]" if name == "rating" else "int8[]"
+    for name in DEAL_COLUMNS)
 _UPSERT_SQL = (
-    _INSERT_SQL + " ON CONFLICT (asin) DO UPDATE SET "
+    f"INSERT INTO deals ({', '.join(DEAL_COLUMNS)}) SELECT * FROM unnest("
+    + ", ".join(f"?::{array_type}" for array_type in _POSTGRES_ARRAY_TYPES)
+    + ") ON CONFLICT (asin) DO UPDATE SET "
     + ", ".join(f"{name} = excluded.{name}" for name in DEAL_COLUMNS[1:])
     + " WHERE excluded.last_update_at >= deals.last_update_at")
 
@@ -472,8 +480,9 @@ def _write_merged_postgres(conn, stored: dict[str, tuple], merged: dict[str, tup
     """One newer-wins upsert of every new or changed row. On PostgreSQL an UPDATE writes a new
     row version whatever its SET names, so the rows need no grouping by changed columns; the
     WHERE keeps a row whose stored lastUpdate is newer (the merge already never lowers it)."""
-    conn.executemany(_UPSERT_SQL, [row for asin, row in merged.items()
-                                   if stored.get(asin) != row])
+    rows = [row for asin, row in merged.items() if stored.get(asin) != row]
+    if rows:
+        conn.execute(_UPSERT_SQL, [list(column) for column in zip(*rows, strict=True)])
 
 
 def _stored_rows(conn: sqlite3.Connection, asins: Sequence[str]) -> dict[str, tuple]:

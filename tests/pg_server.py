@@ -41,7 +41,7 @@ def postgres_bin_dir() -> Path:
 class PostgresServer:
     """One PostgreSQL cluster under `root`, on 127.0.0.1 and a free port."""
 
-    def __init__(self):
+    def __init__(self, *, durable: bool = False):
         # Its own directory under the system temp dir: pytest's temp dirs are private to root,
         # which `nobody` could not traverse.
         self.root = Path(tempfile.mkdtemp(prefix="keepa-deals-pg-"))
@@ -49,6 +49,10 @@ class PostgresServer:
         self.port = free_port()
         self.bin = postgres_bin_dir()
         self._as_user = UNPRIVILEGED_USER if os.geteuid() == 0 else None
+        # Tests trade crash safety for speed; benchmarks keep fsync and full-page writes, and
+        # commit like SQLite's WAL with synchronous=NORMAL does (no flush wait per commit).
+        self._durability = ("-c synchronous_commit=off" if durable else
+                            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
         self._created = 0
 
     def url(self, database: str = "postgres", *, password: str = PASSWORD) -> str:
@@ -67,8 +71,7 @@ class PostgresServer:
                       "--no-sync")
             pwfile.unlink()
         options = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} "
-                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-                   "-c max_connections=200 -c shared_buffers=256MB")
+                   f"{self._durability} -c max_connections=200 -c shared_buffers=256MB")
         self._run("pg_ctl", "-D", str(self.data_dir), "-l", str(self.root / "server.log"),
                   "-o", options, "-w", "-t", str(START_TIMEOUT_S), "start")
         return self
@@ -90,6 +93,10 @@ class PostgresServer:
             conn.execute(f'CREATE DATABASE "{name}"'
                          + (f' TEMPLATE "{template}"' if template else ""))
         return self.url(name)
+
+    def server_version(self) -> str:
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            return conn.execute("SHOW server_version").fetchone()[0].split()[0]
 
     def drop_database(self, url: str) -> None:
         name = url.rsplit("/", 1)[1]
