@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 
 import psycopg
 from psycopg import pq
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 URL_SCHEMES = ("postgresql://", "postgres://")
 POOL_MAX_SIZE = 8
@@ -134,17 +134,28 @@ class PgConnection:
 
 
 def connect(url: str, *, readonly: bool = False, timeout_s: float = 30.0) -> PgConnection:
-    """A connection from this process's pool for `url` (opened on first use); raises
-    psycopg.OperationalError (PoolTimeout) when the server cannot be reached in `timeout_s`."""
-    pool = _pool(url, readonly)
-    return PgConnection(pool, pool.getconn(timeout=timeout_s))
+    """A connection from this process's pool for `url` (opened on first use). Raises
+    psycopg.OperationalError with the server's reason (refused, wrong password, no such
+    database) when no connection can be had within `timeout_s`."""
+    pool = _pool(url, readonly, timeout_s)
+    try:
+        return PgConnection(pool, pool.getconn(timeout=timeout_s))
+    except PoolTimeout:
+        _probe(url, timeout_s)  # raises the reason when the server still refuses
+        raise
 
 
-def _pool(url: str, readonly: bool) -> ConnectionPool:
+def _probe(url: str, timeout_s: float) -> None:
+    """Connect once outside the pool: the pool only says that it timed out, this says why."""
+    psycopg.connect(url, connect_timeout=max(1, round(timeout_s)), autocommit=True).close()
+
+
+def _pool(url: str, readonly: bool, timeout_s: float) -> ConnectionPool:
     key = (url, readonly, os.getpid())
     with _pools_lock:
         pool = _pools.get(key)
         if pool is None:
+            _probe(url, timeout_s)  # a wrong URL fails at once, not after the pool's timeout
             pool = ConnectionPool(
                 url, min_size=0, max_size=POOL_MAX_SIZE, open=True,
                 kwargs={"autocommit": True, "row_factory": _row_factory},

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from pg_server import PASSWORD
 
 from keepa_deals import db
 from keepa_deals.config import load_settings
@@ -89,3 +90,39 @@ def test_a_task_run_never_upgrades_an_existing_database(settings):
     db.ensure_schema(fresh)
     assert db.schema_version(fresh) == db.latest_version(), "a brand-new database is created"
     fresh.close()
+
+
+def test_ops_migrate_on_postgresql_upgrades_without_a_snapshot_and_hides_the_password(
+        postgres_url, tmp_path):
+    conn = db.connect(postgres_url)
+    conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, "
+                 "applied_at BIGINT NOT NULL)")
+    older = db.latest_version() - 1
+    for number, script in db.available_migrations("postgresql")[:older]:
+        conn.execute_script(script.read_text())
+        conn.execute("INSERT INTO schema_migrations VALUES (?, 0)", (number,))
+    conn.close()
+    snapshot = tmp_path / "before.db"
+    env = {**os.environ, "DATABASE_URL": postgres_url, "VAR_DIR": str(tmp_path / "var")}
+    done = subprocess.run([sys.executable, "-m", "keepa_deals.ops", "migrate", "--snapshot",
+                           str(snapshot)], cwd=PROJECT_ROOT, env=env, capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "no snapshot taken" in done.stdout and not snapshot.exists()
+    assert "postgresql://keepa:***@" in done.stdout
+    assert PASSWORD not in done.stdout + done.stderr
+    conn = db.connect(postgres_url)
+    assert db.schema_version(conn) == db.latest_version()
+    conn.close()
+
+
+def test_a_postgresql_server_that_refuses_is_one_line_without_the_password(postgres_server,
+                                                                           tmp_path):
+    env = {**os.environ, "DATABASE_URL": postgres_server.url(password="not-Q3-it"),
+           "VAR_DIR": str(tmp_path / "var")}
+    done = subprocess.run([sys.executable, "-m", "keepa_deals.ops", "migrate"],
+                          cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
+                          timeout=90, check=False)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr and "not-Q3-it" not in done.stdout + done.stderr
+    assert "postgresql://keepa:***@" in done.stderr, done.stderr
