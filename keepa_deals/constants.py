@@ -9,6 +9,7 @@ KEY_PREFIX = "kd:"
 LOCK_KEY_PREFIX = KEY_PREFIX + "lock:"
 BUCKET_KEY_PREFIX = KEY_PREFIX + "bucket:"
 HEARTBEAT_KEY_PREFIX = KEY_PREFIX + "hb:"
+ALERT_CHECKED_KEY = KEY_PREFIX + "alerts:checked_at"  # when any host last checked for alerts
 CELERY_KEY_PREFIX = "celery:"
 
 # --- Lock names (other tools, e.g. Diagnostics/force_clear_locks.py, rely on these).

@@ -8,7 +8,10 @@ It runs
 - once from a supervisor that gives a service up (`notify_gave_up`).
 
 The state lives in VAR_DIR/alerts/state.json under an flock, not in Redis, so an alert about
-Redis itself can be decided and remembered. A failed delivery is kept and retried with back-off
+Redis itself can be decided and remembered. With workers on several hosts, beat's checks run
+on beat's host (its own queue, celery_app.beat_schedule) and each check also records its time
+in Redis (ALERT_CHECKED_KEY): the watchdogs of the other hosts step in only when no host has
+checked for a while, or Redis is unreachable. A failed delivery is kept and retried with back-off
 (incidents.record) and shows on the dashboard (`read_state`).
 """
 
@@ -23,15 +26,20 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import redis
+
 from keepa_deals.alerting import incidents
 from keepa_deals.alerting.channels import Notice, deliver
 from keepa_deals.alerting.incidents import AlertState
 from keepa_deals.config import Settings
+from keepa_deals.constants import ALERT_CHECKED_KEY
 from keepa_deals.health import PipelineHealth, collect_health
 from keepa_deals.heartbeats import PROCESS_STARTED_AT
+from keepa_deals.redis_server import RedisUnavailable, connect, redis_url_for
 
 log = logging.getLogger(__name__)
 WATCHDOG_CHECKS = 3  # checks missed before the worker's watchdog checks by itself
+REDIS_TIMEOUT_S = 2.0
 
 Send = Callable[[Notice, object, tuple[str, ...]], dict[str, str | None]]
 
@@ -61,6 +69,7 @@ def check(settings: Settings, *, health: PipelineHealth | None = None,
             log.warning("alert: %s", notice.title)
             incidents.queue(state, notice, settings.alerts.channels, now)
         _deliver_due(state, settings, now, send)
+    _share_check_time(settings, now)
     return state
 
 
@@ -68,7 +77,8 @@ def watchdog(settings: Settings, *, now: float | None = None, send: Send = deliv
     """Check when beat's checks stopped (beat dead or unable to schedule); True if it did."""
     now = time.time() if now is None else now
     state = read_state(settings)
-    last = state.checked_at if state and state.checked_at else None
+    checks = [state.checked_at if state else None, _shared_check_time(settings)]
+    last = max((at for at in checks if at), default=None)
     if last is not None and now - last < WATCHDOG_CHECKS * settings.alerts.check_interval_s:
         return False
     if last is None and not _past_first_checks(settings, now):
@@ -107,6 +117,27 @@ def _deliver_due(state: AlertState, settings: Settings, now: float, send: Send) 
             if error:
                 log.warning("alert delivery through %s failed (%s); retrying with back-off",
                             channel, error)
+
+
+def _share_check_time(settings: Settings, now: float) -> None:
+    """Tell the other hosts' watchdogs that a check ran (best effort: Redis may be down)."""
+    with contextlib.suppress(redis.RedisError, RedisUnavailable), _redis(settings) as client:
+        client.set(ALERT_CHECKED_KEY, now)
+
+
+def _shared_check_time(settings: Settings) -> float | None:
+    """When any host last checked, None when unknown or Redis is unreachable."""
+    try:
+        with _redis(settings) as client:
+            value = client.get(ALERT_CHECKED_KEY)
+    except (redis.RedisError, RedisUnavailable):
+        return None
+    return float(value) if value else None
+
+
+def _redis(settings: Settings) -> redis.Redis:
+    return connect(redis_url_for(settings), socket_timeout=REDIS_TIMEOUT_S,
+                   socket_connect_timeout=REDIS_TIMEOUT_S)
 
 
 def _past_first_checks(settings: Settings, now: float) -> bool:

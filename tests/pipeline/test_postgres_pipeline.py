@@ -74,7 +74,7 @@ def truth_titles(sim) -> dict[str, str]:
 
 
 def test_the_whole_system_on_postgresql_ingests_the_keepa_server_exactly(
-        sim_factory, pipeline_env, start_celery, redis_server, postgres_url, dashboard_for,
+        postgres_url, sim_factory, pipeline_env, start_celery, redis_server, dashboard_for,
         tmp_path):
     sim = frozen_sim(sim_factory)
     env = pipeline_env(sim, DATABASE_URL=postgres_url)
@@ -95,7 +95,7 @@ def test_the_whole_system_on_postgresql_ingests_the_keepa_server_exactly(
 
 
 def test_two_hosts_share_redis_and_postgresql_and_one_finishes_when_the_other_dies(
-        sim_factory, pipeline_env, start_celery, redis_server, redis_client, postgres_url,
+        postgres_url, sim_factory, pipeline_env, start_celery, redis_server, redis_client,
         dashboard_for, tmp_path):
     sim = frozen_sim(sim_factory, default_refill_rate=20,
                      keys={sim_key(): {"initial_tokens": 20_000}},
@@ -144,3 +144,29 @@ def test_two_hosts_share_redis_and_postgresql_and_one_finishes_when_the_other_di
     conn = db.readonly_connect(postgres_url)
     assert db.deal_count(conn) == len(truth)
     conn.close()
+
+
+def test_alert_checks_run_on_the_beat_host_only_while_it_checks(
+        postgres_url, sim_factory, pipeline_env, start_celery, redis_client, tmp_path):
+    """One alert state for the whole installation: beat's checks go to its host's queue, and
+    the other host's watchdog sees in Redis that checks happen (else each host would alert)."""
+    sim = frozen_sim(sim_factory)
+    hosts = {name: pipeline_env(sim, DATABASE_URL=postgres_url, HOST_NAME=name,
+                                VAR_DIR=str(tmp_path / name / "var"), ALERT_CHECK_S=1,
+                                UPSERT_INTERVAL_S=3600, BACKFILL_INTERVAL_S=3600)
+             for name in ("host-a", "host-b")}
+    for name, env in hosts.items():
+        start_celery("worker", env, "-n", f"w@{name}")
+    start_celery("beat", hosts["host-a"])
+    state_file = {name: tmp_path / name / "var" / "alerts" / "state.json" for name in hosts}
+
+    def beats_of(name):
+        return [w["ts"] for w in read_workers(redis_client) if w.get("host") == name]
+
+    wait_until(lambda: beats_of("host-a") and beats_of("host-b"), 60, "both workers")
+    first = beats_of("host-b")[0]
+    wait_until(state_file["host-a"].exists, 30, "a check on beat's host")
+    # host-b's heartbeat thread runs its watchdog every 10 s; 3 missed checks (3 s) would do
+    wait_until(lambda: beats_of("host-b") and beats_of("host-b")[0] >= first + 15, 40,
+               "two more heartbeats of host-b")
+    assert not state_file["host-b"].exists(), "host-b checked although beat's host did"
