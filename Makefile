@@ -22,7 +22,7 @@ $(STAMP): requirements.txt
 run: setup
 	exec $(VPY) -m keepa_deals.runner
 
-## Install what the tests need (Chromium, promtool, systemd-analyze, PostgreSQL), lint, and run the whole suite.
+## Install what the tests need (Chromium, promtool, systemd-analyze, PostgreSQL, a TLS-capable Redis), lint, and run the whole suite.
 test: setup browser-deps lint
 	$(VPY) -m pytest
 
@@ -36,6 +36,8 @@ browser-deps:
 	  $(call apt_install,systemd,systemd-analyze to verify the systemd units,--no-install-recommends)
 	@command -v promtool >/dev/null || \
 	  $(call apt_install,prometheus,promtool (Debian prometheus) for docs/prometheus-alerts.yml,--no-install-recommends)
+	@test -x /usr/bin/redis-server || \
+	  $(call apt_install,redis-server,Debian redis-server (built with TLS) for the rediss:// tests)
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
 	  $(call apt_install,postgresql,Debian postgresql: the tests start their own server on a free port)
 

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
 if __package__ in (None, ""):  # run as a file: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -24,10 +22,17 @@ if __package__ in (None, ""):  # run as a file: make the project importable
 import redis
 
 from Diagnostics._cli import fail, parser, scrub
-from keepa_deals.config import ConfigError, load_settings, redact_url
+from keepa_deals.config import ConfigError, load_settings
 from keepa_deals.constants import KNOWN_LOCKS, LOCK_KEY_PREFIX
+from keepa_deals.host import host_name
 from keepa_deals.locks import LockInfo, inspect
-from keepa_deals.redis_server import RedisUnavailable, connect, ensure_redis
+from keepa_deals.redis_server import (
+    RedisUnavailable,
+    connect,
+    ensure_redis,
+    explain,
+    password_forms,
+)
 
 EXIT_OK = 0
 EXIT_DEAD_LOCKS_LEFT = 1
@@ -59,29 +64,27 @@ class _Unreachable(Exception):
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        client, password = _connect()
+        client, passwords = _connect()
     except _Unreachable as exc:
         return fail(str(exc), EXIT_UNREACHABLE)
     try:
         return _clear(client, dry_run=args.dry_run, force=args.force)
     except redis.RedisError as exc:
-        return fail(f"Redis failed mid-way: {scrub(str(exc), password)}", EXIT_UNREACHABLE)
+        return fail(f"Redis failed mid-way: {scrub(str(exc), *passwords)}", EXIT_UNREACHABLE)
 
 
-def _connect() -> tuple[redis.Redis, str | None]:
+def _connect() -> tuple[redis.Redis, tuple[str, ...]]:
     try:
         settings = load_settings()
         url = settings.redis_url or ensure_redis(settings, start=False)[0]
     except (ConfigError, RedisUnavailable) as exc:
         raise _Unreachable(str(exc)) from None
-    password = urlsplit(url).password
     client = connect(url)
     try:
         client.ping()
     except (redis.RedisError, OSError) as exc:
-        raise _Unreachable(f"Redis at {redact_url(url)} is unreachable: "
-                           f"{scrub(str(exc), password)}") from None
-    return client, password
+        raise _Unreachable(explain(exc, url)) from None
+    return client, password_forms(url)
 
 
 def _clear(client: redis.Redis, *, dry_run: bool, force: bool) -> int:
@@ -122,7 +125,7 @@ def _action(client: redis.Redis, info: LockInfo, *, dry_run: bool, force: bool) 
 def _why_kept(info: LockInfo) -> str:
     if info.holder_alive:
         return "holder alive"
-    if info.owner and info.owner.get("host") and info.owner["host"] != socket.gethostname():
+    if info.owner and info.owner.get("host") and info.owner["host"] != host_name():
         return "holder on another host"
     return "holder unknown"
 

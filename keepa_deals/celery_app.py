@@ -1,7 +1,8 @@
 """The Celery app: Redis broker, beat schedule, single-beat lease, heartbeats, registration check.
 
 * Broker: the pipeline's Redis (REDIS_URL, else the private server), every broker key under
-  `celery:` (kombu global_keyprefix) so broker, locks and bucket never share a namespace.
+  `celery:` (kombu global_keyprefix) so broker, locks and bucket never share a namespace. A
+  rediss:// URL's TLS options (redis_server.tls_options) are the broker's broker_use_ssl.
 * Reliability: acks_late, prefetch 1, soft/hard time limits above the task slice and below the
   broker's visibility timeout; every schedule entry `expires` after one interval, so messages a
   dead worker left behind never pile up.
@@ -22,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
-import socket
 import sys
 import threading
 
@@ -35,9 +35,10 @@ from keepa_deals import heartbeats, logs
 from keepa_deals.alerting.check import watchdog as alert_watchdog
 from keepa_deals.config import ConfigError, Settings, load_settings, redact_url, time_limits
 from keepa_deals.constants import BEAT_LOCK, CELERY_KEY_PREFIX
+from keepa_deals.host import host_name
 from keepa_deals.locks import LeaseLock
 from keepa_deals.outage_log import OutageLog
-from keepa_deals.redis_server import RedisUnavailable, connect, redis_url_for
+from keepa_deals.redis_server import RedisUnavailable, connect, redis_url_for, tls_options
 from keepa_deals.task_runtime import QueryFileError, load_selection
 
 log = logging.getLogger(__name__)
@@ -49,20 +50,30 @@ UPSERT_TASK = "keepa_deals.simple_task.update_recent_deals"
 JANITOR_TASK = "keepa_deals.janitor.remove_stale_deals"
 ALERT_TASK = "keepa_deals.alerting.check_alerts"
 REDIS_RETRY_S = 1.0  # beat: the pause between attempts while Redis is away
+HOST_QUEUE_PREFIX = "host."
+
+
+def host_queue(host: str) -> str:
+    """The queue only the workers of `host` consume (besides the shared default queue)."""
+    return HOST_QUEUE_PREFIX + host
 
 
 def beat_schedule(settings: Settings) -> dict:
-    """The four periodic tasks; each message expires after one interval."""
+    """The four periodic tasks; each message expires after one interval. The alert check goes
+    to the beat host's own queue: its alert state (a file under VAR_DIR) stays on one host
+    however many hosts run workers."""
     entries = {
         "backfill-deals": (BACKFILL_TASK, settings.backfill_interval_s),
         "update-recent-deals": (UPSERT_TASK, settings.upsert_interval_s),
         "remove-stale-deals": (JANITOR_TASK, settings.janitor_interval_s),
         "check-alerts": (ALERT_TASK, settings.alerts.check_interval_s),
     }
-    return {
+    schedule = {
         name: {"task": task, "schedule": interval, "options": {"expires": interval}}
         for name, (task, interval) in entries.items()
     }
+    schedule["check-alerts"]["options"]["queue"] = host_queue(host_name())
+    return schedule
 
 
 class _ResilientRedisChannel(kombu_redis.Channel):
@@ -105,6 +116,9 @@ def make_celery(settings: Settings, *, broker_url: str,
     app = Celery("keepa_deals", include=list(include))
     app.conf.update(
         broker_url=broker_url,
+        # rediss://: TLS with the URL's options, the server verified (kombu would otherwise use
+        # plain TCP with this transport, or no verification with its own)
+        broker_use_ssl=tls_options(broker_url),
         broker_transport="keepa_deals.celery_app:ResilientRedisTransport",
         broker_transport_options={"global_keyprefix": CELERY_KEY_PREFIX,
                                   "visibility_timeout": visibility},
@@ -168,7 +182,7 @@ class LeasedScheduler(Scheduler):
         settings = app.pipeline_settings
         self._redis = connect(app.conf.broker_url)
         self._lease = LeaseLock(self._redis, BEAT_LOCK, ttl_s=settings.lock_ttl_s,
-                                task_id=f"beat@{socket.gethostname()}")
+                                task_id=f"beat@{host_name()}")
         self._holding = False
         self._outage = OutageLog(log, "beat: Redis")
         if not lazy:
@@ -254,6 +268,12 @@ def _check_registration_on_start(sender=None, **_):
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         raise SystemExit(1)
+
+
+@signals.celeryd_after_setup.connect
+def _consume_the_host_queue(sender=None, instance=None, **_):
+    """Every worker also consumes its host's queue (HOST_NAME), where beat's alert checks go."""
+    instance.app.amqp.queues.select_add(host_queue(host_name()))
 
 
 @signals.worker_ready.connect

@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 from dotenv import dotenv_values
 
@@ -20,6 +20,14 @@ from keepa_deals.constants import REAL_KEEPA_API_URL, REAL_REFILL_PERIOD_MS
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 _KEEPA_KEY_PATTERN = re.compile(r"^[A-Za-z0-9]{64}$")
 _SECRET_FIELDS = ("keepa_api_key", "dashboard_password")
+
+# Redis over TLS: the query parameters of REDIS_URL that redis-py and kombu both read, and what
+# the REDIS_TLS_* settings fold into them (docs/deploy.md).
+REDIS_TLS_CERT_REQS = ("required", "none")  # REDIS_TLS_CERT_REQS: verify the server, or not
+_REDIS_TLS_SETTINGS = {"ssl_ca_certs": "REDIS_TLS_CA_FILE", "ssl_cert_reqs": "REDIS_TLS_CERT_REQS"}
+_URL_CERT_REQS = ("required", "optional", "none")  # accepted as ssl_cert_reqs in REDIS_URL
+_URL_TLS_FILES = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+_URL_SECRET_PARAMETERS = ("password", "ssl_password")  # a query is printed: never a secret
 
 
 class ConfigError(ValueError):
@@ -64,7 +72,7 @@ class Settings:
     keepa_connect_timeout_s: float
     keepa_read_timeout_s: float
     refill_period_ms: int
-    redis_url: str | None
+    redis_url: str | None  # REDIS_URL with REDIS_TLS_* folded into its query
     database_path: Path
     query_path: Path
     backfill_interval_s: float
@@ -178,7 +186,7 @@ def load_settings(
         refill_period_ms=reader.integer(
             "KEEPA_REFILL_PERIOD_MS", REAL_REFILL_PERIOD_MS, low=10, high=3_600_000
         ),
-        redis_url=reader.optional_url("REDIS_URL", schemes=("redis", "rediss", "unix")),
+        redis_url=_redis_url(reader),
         database_path=reader.path("DATABASE_PATH", str(var_dir / "deals.db")),
         query_path=reader.path("KEEPA_QUERY_PATH", "keepa_query.json"),
         backfill_interval_s=reader.number("BACKFILL_INTERVAL_S", 60, low=0.1),
@@ -203,6 +211,80 @@ def _choice(reader: _Reader, name: str, choices: tuple[str, ...], default: str) 
     if value not in choices:
         raise ConfigError(f"{name}: expected one of {', '.join(choices)}, got {value!r}")
     return value
+
+
+def _redis_url(reader: _Reader) -> str | None:
+    """REDIS_URL, checked, with REDIS_TLS_CA_FILE and REDIS_TLS_CERT_REQS folded into its query
+    as ssl_ca_certs and ssl_cert_reqs, so that the URL alone tells every client (redis-py, the
+    kombu broker) how to reach Redis. The REDIS_TLS_* settings need a rediss:// URL; a
+    parameter set both in the URL and by a setting must agree."""
+    url = reader.optional_url("REDIS_URL", schemes=("redis", "rediss", "unix"))
+    from_settings = {"ssl_ca_certs": _redis_ca_file(reader),
+                     "ssl_cert_reqs": _redis_cert_reqs(reader)}
+    given = {key: value for key, value in from_settings.items() if value}
+    if given and (url is None or urlsplit(url).scheme != "rediss"):
+        shown = "unset" if url is None else f"{urlsplit(url).scheme}://…"
+        raise ConfigError(f"{_REDIS_TLS_SETTINGS[next(iter(given))]}: only for a rediss:// "
+                          f"REDIS_URL (TLS); REDIS_URL is {shown}")
+    if url is None:
+        return None
+    query = _redis_query(url)
+    for key, value in given.items():
+        if key in query and not _same_parameter(key, query[key], value):
+            raise ConfigError(f"{_REDIS_TLS_SETTINGS[key]}: REDIS_URL sets {key}="
+                              f"{query[key]!r} too; set it in one place")
+    extra = "&".join(f"{key}={quote(value, safe='/')}" for key, value in given.items()
+                     if key not in query)
+    if not extra:
+        return url
+    parts = urlsplit(url)
+    return parts._replace(query="&".join(filter(None, (parts.query, extra)))).geturl()
+
+
+def _redis_cert_reqs(reader: _Reader) -> str | None:
+    """REDIS_TLS_CERT_REQS (required: verify the server's certificate), or None when unset."""
+    if reader.text("REDIS_TLS_CERT_REQS") is None:
+        return None
+    return _choice(reader, "REDIS_TLS_CERT_REQS", REDIS_TLS_CERT_REQS, "required")
+
+
+def _redis_ca_file(reader: _Reader) -> str | None:
+    """REDIS_TLS_CA_FILE as an absolute path to a readable file, or None when unset."""
+    if reader.text("REDIS_TLS_CA_FILE") is None:
+        return None
+    path = reader.path("REDIS_TLS_CA_FILE", "")
+    if not (path.is_file() and os.access(path, os.R_OK)):
+        raise ConfigError(f"REDIS_TLS_CA_FILE: no readable file at {path} (the PEM certificate "
+                          "of the CA that signed the Redis server's certificate)")
+    return str(path)
+
+
+def _redis_query(url: str) -> dict[str, str]:
+    """The query parameters of REDIS_URL, checked: no secret in them (a query is printed),
+    ssl_* only with rediss://, a known ssl_cert_reqs, TLS files that exist."""
+    parts = urlsplit(url)
+    query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+    secret = next((key for key in _URL_SECRET_PARAMETERS if key in query), None)
+    if secret:
+        raise ConfigError(f"REDIS_URL: {secret} must not be in the query (it would be shown): "
+                          "put the password before the host, rediss://:PASSWORD@host:port/0")
+    tls = sorted(key for key in query if key.startswith("ssl_"))
+    if tls and parts.scheme != "rediss":
+        raise ConfigError(f"REDIS_URL: {tls[0]} needs the rediss:// scheme (TLS)")
+    if query.get("ssl_cert_reqs", "required") not in _URL_CERT_REQS:
+        raise ConfigError(f"REDIS_URL: ssl_cert_reqs must be one of {', '.join(_URL_CERT_REQS)}"
+                          f", got {query['ssl_cert_reqs']!r}")
+    for key in _URL_TLS_FILES:
+        if key in query and not os.access(query[key], os.R_OK):
+            raise ConfigError(f"REDIS_URL: {key} names no readable file: {query[key]}")
+    return query
+
+
+def _same_parameter(key: str, in_url: str, from_setting: str) -> bool:
+    """Whether a TLS parameter of the URL says what its setting says (files compared by path)."""
+    if key == "ssl_ca_certs":
+        return Path(in_url).resolve() == Path(from_setting).resolve()
+    return in_url == from_setting
 
 
 def _alert_settings(reader: _Reader) -> AlertSettings:

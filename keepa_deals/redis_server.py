@@ -2,7 +2,13 @@
 
 Contract: `ensure_redis(settings)` returns a URL that answers — `REDIS_URL` when it answers,
 otherwise a private `redis-server` whose data lives under `var/redis` (started if needed, reused
-if already running). Nothing here ever flushes or deletes Redis data.
+if already running). A REDIS_URL server that answers but refuses this client (password, TLS) is
+an error, never a reason to use another server. Nothing here ever flushes or deletes Redis data.
+
+A URL carries everything a client needs: the password before the host and, for rediss://, the
+TLS options in its query (ssl_ca_certs, ssl_cert_reqs, ssl_certfile, ssl_keyfile: what redis-py
+and kombu read; config folds REDIS_TLS_* in). `check(url)` explains a failure in one line with
+its fix; no message here contains the password.
 
 CLI: `python -m keepa_deals.redis_server start|stop|status|url|run` (run: in the foreground,
 for systemd).
@@ -19,9 +25,12 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import redis
+from redis.connection import parse_url
 
 from keepa_deals.config import ConfigError, Settings, load_settings, redact_url
 from keepa_deals.processes import process_alive
@@ -32,6 +41,50 @@ _STOP_TIMEOUT_S = 15.0
 
 class RedisUnavailable(RuntimeError):
     """No usable Redis: none configured that answers and no server binary to start one."""
+
+
+class RedisRefused(RedisUnavailable):
+    """A Redis answers at the URL but refuses this client: its password or TLS settings are
+    wrong. A configuration error, never a reason to fall back to another server."""
+
+
+@dataclass(frozen=True)
+class _Diagnosis:
+    """What a connection error means: recognised by one of `markers` in its text (for URLs of
+    `scheme`, any scheme when None), whether the server refused us, and the fix."""
+
+    markers: tuple[str, ...]
+    scheme: str | None
+    refused: bool
+    fix: str
+
+
+_PASSWORD_MISSING = ("the server requires a password: put it in REDIS_URL before the host, "
+                     "rediss://:PASSWORD@host:port/0 (its requirepass; percent-encode @ : / % "
+                     "in it)")
+_PASSWORD_WRONG = ("the server refused the password in REDIS_URL: set it to the server's "
+                   "requirepass (percent-encode @ : / % in it)")
+_DIAGNOSES = (  # the first whose marker is in the error text applies
+    _Diagnosis(("mismatch",), "rediss", True,
+               "the server's certificate does not name this host: use a name of its "
+               "subjectAltName in REDIS_URL, or reissue the certificate for this name"),
+    _Diagnosis(("CERTIFICATE_VERIFY_FAILED",), "rediss", True,
+               "the server's certificate is not signed by a CA this host trusts: set "
+               "REDIS_TLS_CA_FILE to the CA certificate (PEM) that signed it"),
+    _Diagnosis(("EOF occurred in violation of protocol", "CERTIFICATE_REQUIRED"), "rediss", True,
+               "the server ended the TLS handshake, as it does when it wants a client "
+               "certificate (tls-auth-clients yes, Redis's default): set tls-auth-clients no, "
+               "or add ssl_certfile and ssl_keyfile to REDIS_URL's query"),
+    _Diagnosis(("Connection reset by peer", "Connection closed by server"), "redis", True,
+               "the server dropped a plain connection: if that is its tls-port, use rediss:// "
+               "(and REDIS_TLS_CA_FILE)"),
+    _Diagnosis(("Connection refused",), None, False,
+               "nothing listens there: start that Redis, or fix the host and port in REDIS_URL"),
+    _Diagnosis(("Timeout",), None, False,
+               "no answer in time: check the host, port and firewall (rediss:// needs the "
+               "server's tls-port)"),
+)
+_UNKNOWN = _Diagnosis((), None, False, "start that Redis, or fix REDIS_URL")
 
 
 def redis_server_binary() -> str:
@@ -54,7 +107,8 @@ def redis_server_binary() -> str:
 
 
 def connect(url: str, **options) -> redis.Redis:
-    """A client with bounded timeouts and str responses; one place for connection options."""
+    """A client with bounded timeouts and str responses; one place for connection options.
+    The URL's password and TLS query parameters apply (redis-py's from_url)."""
     options.setdefault("decode_responses", True)
     options.setdefault("socket_timeout", 5)
     options.setdefault("socket_connect_timeout", 2)
@@ -62,15 +116,66 @@ def connect(url: str, **options) -> redis.Redis:
     return redis.Redis.from_url(url, **options)
 
 
-def answers(url: str, timeout_s: float = 1.0) -> bool:
-    """True when a Redis server at `url` replies to PING."""
+def check(url: str, timeout_s: float = 1.0) -> None:
+    """Return when a Redis server at `url` replies to PING; else raise RedisRefused (it is
+    there but refuses this client: password, TLS) or RedisUnavailable (no answer), with
+    `explain`'s one line."""
     client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
     try:
-        return bool(client.ping())
-    except (redis.RedisError, OSError):
-        return False
+        client.ping()
+    except (redis.RedisError, OSError) as exc:
+        refused = _diagnose(exc, url).refused
+        raise (RedisRefused if refused else RedisUnavailable)(explain(exc, url)) from None
     finally:
         client.close()
+
+
+def answers(url: str, timeout_s: float = 1.0) -> bool:
+    """True when a Redis server at `url` replies to PING."""
+    try:
+        check(url, timeout_s)
+    except RedisUnavailable:
+        return False
+    return True
+
+
+def explain(exc: BaseException, url: str) -> str:
+    """One line for a failed connection to `url`: where (password masked), what failed, and
+    the fix. Never contains the password, however it is spelled in the URL."""
+    text = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+    for secret in password_forms(url):
+        text = text.replace(secret, "***")
+    return f"Redis at {redact_url(url)}: {text} — {_diagnose(exc, url).fix}"
+
+
+def password_forms(url: str) -> tuple[str, ...]:
+    """The URL's password as written (percent-encoded) and as sent; () without one. Scrub
+    both from anything shown."""
+    password = urlsplit(url).password
+    return tuple(sorted({password, unquote(password)}, key=len, reverse=True)) if password else ()
+
+
+def tls_options(url: str) -> dict | None:
+    """The TLS options of a rediss:// URL as redis-py's SSLConnection takes them: the query's
+    ssl_* parameters, the server's certificate verified unless ssl_cert_reqs says otherwise.
+    None for redis:// and unix://. Celery's broker gets them as broker_use_ssl, so it never
+    talks plain TCP, nor TLS without verification, to a rediss:// URL."""
+    if urlsplit(url).scheme != "rediss":
+        return None
+    options = {key: value for key, value in parse_url(url).items() if key.startswith("ssl_")}
+    return {"ssl_cert_reqs": "required", **options}
+
+
+def _diagnose(exc: BaseException, url: str) -> _Diagnosis:
+    """The diagnosis of a failed connection to `url`: a refused password first, else the first
+    of _DIAGNOSES whose marker is in the error text."""
+    if isinstance(exc, redis.AuthenticationError):
+        fix = _PASSWORD_WRONG if urlsplit(url).password else _PASSWORD_MISSING
+        return _Diagnosis((), None, True, fix)
+    text = f"{type(exc).__name__}: {exc}"
+    scheme = urlsplit(url).scheme
+    return next((d for d in _DIAGNOSES if d.scheme in (None, scheme)
+                 and any(marker in text for marker in d.markers)), _UNKNOWN)
 
 
 def free_port() -> int:
@@ -109,13 +214,15 @@ class PrivateRedis:
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def pid(self) -> int | None:
-        """The pidfile's pid if it is a live redis-server (not a reused pid), else None."""
+        """The pidfile's pid if it is a live redis-server (not a reused pid), else None. Judged
+        by the name it was started as (/proc/PID/comm): Debian's /usr/bin/redis-server is a
+        link to redis-check-rdb, so the executable's own name does not tell."""
         try:
             pid = int(self.pidfile.read_text().strip())
-            executable = Path(f"/proc/{pid}/exe").resolve().name
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
         except (OSError, ValueError):
             return None
-        return pid if process_alive(pid) and executable.startswith("redis-server") else None
+        return pid if process_alive(pid) and name.startswith("redis-server") else None
 
     def is_running(self) -> bool:
         return self.port is not None and self.pid() is not None and answers(self.url)
@@ -231,8 +338,10 @@ def ensure_redis(settings: Settings, *, start: bool = True) -> tuple[str, Privat
 
     Returns (url, server) where server is the private server used, or None for REDIS_URL.
     With start=False a private server is only reused, never started (for read-only tools).
+    Raises RedisRefused, naming the fix, when REDIS_URL answers but refuses its password or
+    TLS settings.
     """
-    if settings.redis_url and answers(settings.redis_url):
+    if settings.redis_url and _configured_answers(settings.redis_url):
         return settings.redis_url, None
     server = private_redis(settings)
     if server.is_running():
@@ -246,6 +355,18 @@ def ensure_redis(settings: Settings, *, start: bool = True) -> tuple[str, Privat
     return server.start(), server
 
 
+def _configured_answers(url: str) -> bool:
+    """Whether REDIS_URL answers; raises RedisRefused when it answers but refuses us (another
+    server would split the pipeline: its locks and tokens would not be shared)."""
+    try:
+        check(url)
+    except RedisRefused:
+        raise
+    except RedisUnavailable:
+        return False
+    return True
+
+
 def _signal(pid: int, sig: int) -> None:
     with contextlib.suppress(OSError):
         os.kill(pid, sig)
@@ -257,7 +378,8 @@ def main(argv: list[str] | None = None) -> int:
         description="Manage the project's private redis-server (data under $VAR_DIR/redis).",
     )
     parser.add_argument("action", choices=("start", "stop", "status", "url", "run"),
-                        help="run: the server in the foreground (for systemd), on --port")
+                        help="run: the server in the foreground (for systemd), on --port; "
+                             "url: the URL in use, its password shown as ***")
     parser.add_argument("--port", type=int, help="with run: the port (default: the last one)")
     args = parser.parse_args(argv)
     try:
@@ -274,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
             print("redis: private server stopped")
         elif args.action == "url":
             url, _ = ensure_redis(settings, start=False)
-            print(url)
+            print(redact_url(url))
         else:
             url, _ = ensure_redis(settings, start=False)
             print(f"redis: answering at {redact_url(url)}")
