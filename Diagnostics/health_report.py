@@ -19,7 +19,6 @@ if __package__ in (None, ""):  # run as a file: make the project importable
 from Diagnostics._cli import fail, parser, scrub
 from keepa_deals.config import ConfigError, Settings, load_settings
 from keepa_deals.health import PipelineHealth, TaskVerdict, collect_health, duration_text
-from keepa_deals.redis_server import password_forms
 
 EXIT_HEALTHY = 0
 EXIT_UNHEALTHY = 1
@@ -143,7 +142,7 @@ def _ago(seconds: float | None) -> str:
 def _scrubbed(text: str, settings: Settings) -> str:
     """The output with any secret replaced (defence in depth: the facts should hold none)."""
     return scrub(text, settings.keepa_api_key, settings.dashboard_password,
-                 *password_forms(settings.redis_url or ""))
+                 *settings.url_secrets)
 
 
 if __name__ == "__main__":

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from dotenv import dotenv_values
 
@@ -89,11 +90,17 @@ class Settings:
     alerts: AlertSettings = AlertSettings()
     log_format: str = "text"  # LOG_FORMAT: text (human-readable) or json (one object a line)
     database_url: str | None = None  # DATABASE_URL: postgresql://… selects PostgreSQL
+    host_name: str = ""  # HOST_NAME: this host in heartbeats, leases, runs (host.host_name())
 
     @property
     def database(self) -> str | Path:
         """Where the deal store lives: the PostgreSQL URL when set, else the SQLite file."""
         return self.database_url or self.database_path
+
+    @property
+    def url_secrets(self) -> tuple[str, ...]:
+        """Every spelling of the Redis and database passwords, for scrubbing output."""
+        return (*password_forms(self.redis_url or ""), *password_forms(self.database_url or ""))
 
     @property
     def database_shown(self) -> str:
@@ -140,6 +147,13 @@ def redact_url(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return parts._replace(netloc=netloc).geturl()
+
+
+def password_forms(url: str) -> tuple[str, ...]:
+    """The URL's password as written (percent-encoded) and as sent; () without one. Scrub
+    both from anything shown."""
+    password = urlsplit(url).password
+    return tuple(sorted({password, unquote(password)}, key=len, reverse=True)) if password else ()
 
 
 def redact_webhook(url: str) -> str:
@@ -203,6 +217,7 @@ def load_settings(
         alerts=_alert_settings(reader),
         log_format=_choice(reader, "LOG_FORMAT", ("text", "json"), "text"),
         database_url=reader.optional_url("DATABASE_URL", schemes=("postgresql", "postgres")),
+        host_name=reader.text("HOST_NAME") or socket.gethostname(),
     )
 
 

@@ -32,7 +32,7 @@ from keepa_deals.constants import (
     UPSERT_LOCK,
 )
 from keepa_deals.freshness import Scan, collect_freshness
-from keepa_deals.redis_server import RedisUnavailable, connect, redis_url_for
+from keepa_deals.redis_server import RedisUnavailable, connect, explain, redis_url_for
 from keepa_deals.tokens import TokenBucket
 
 STATES = ("running", "waiting_tokens", "idle", "stalled", "unknown")
@@ -443,7 +443,8 @@ class _RedisFacts:
         except RedisUnavailable as exc:
             facts.error = one_line(exc)
         except (redis.RedisError, OSError) as exc:
-            facts.error = f"no answer from Redis: {one_line(exc)}"
+            facts.error = explain(exc, redis_url_for(settings)) if settings.redis_url else \
+                f"no answer from Redis: {one_line(exc)}"
         return facts
 
 

@@ -16,7 +16,6 @@ import logging
 import os
 import time
 from collections.abc import Iterator
-from urllib.parse import urlsplit
 
 _mode = {"format": "text", "process": None}
 _context: contextvars.ContextVar[tuple] = contextvars.ContextVar("keepa_log_context",
@@ -32,7 +31,7 @@ def configure(settings, process: str) -> None:
     _mode.update(format=settings.log_format, process=process)
     for secret in (settings.keepa_api_key, settings.dashboard_password,
                    settings.alerts.smtp_password, settings.alerts.webhook_url,
-                   urlsplit(settings.redis_url or "").password):
+                   *settings.url_secrets):
         register_secret(secret or "")
 
 

@@ -27,12 +27,12 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import redis
 from redis.connection import parse_url
 
-from keepa_deals.config import ConfigError, Settings, load_settings, redact_url
+from keepa_deals.config import ConfigError, Settings, load_settings, password_forms, redact_url
 from keepa_deals.processes import process_alive
 
 _START_TIMEOUT_S = 10.0
@@ -146,13 +146,6 @@ def explain(exc: BaseException, url: str) -> str:
     for secret in password_forms(url):
         text = text.replace(secret, "***")
     return f"Redis at {redact_url(url)}: {text} — {_diagnose(exc, url).fix}"
-
-
-def password_forms(url: str) -> tuple[str, ...]:
-    """The URL's password as written (percent-encoded) and as sent; () without one. Scrub
-    both from anything shown."""
-    password = urlsplit(url).password
-    return tuple(sorted({password, unquote(password)}, key=len, reverse=True)) if password else ()
 
 
 def tls_options(url: str) -> dict | None:

@@ -21,10 +21,10 @@ import redis
 import requests
 
 from keepa_deals import heartbeats
-from keepa_deals.config import Settings, redact_url
+from keepa_deals.config import Settings
 from keepa_deals.redis_server import (
     RedisUnavailable,
-    answers,
+    check,
     connect,
     ensure_redis,
     private_redis,
@@ -75,10 +75,7 @@ def system_redis(settings: Settings) -> tuple[str, bool]:
     another server (a worker on a different Redis would see none of the locks and tokens).
     """
     if settings.redis_url:
-        if not answers(settings.redis_url):
-            raise RedisUnavailable(
-                f"REDIS_URL {redact_url(settings.redis_url)} does not answer: start that "
-                "server, or unset REDIS_URL to use the project's private one")
+        check(settings.redis_url)  # RedisRefused / RedisUnavailable naming the fix
         return settings.redis_url, False
     try:
         return ensure_redis(settings, start=False)[0], False

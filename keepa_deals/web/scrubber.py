@@ -7,8 +7,6 @@ answer and in each chunk of the CSV export (chunks end at row boundaries).
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from keepa_deals.config import Settings
 
 MIN_SECRET_LENGTH = 4  # shorter "secrets" would mangle ordinary text
@@ -16,12 +14,10 @@ MASK = "***"
 
 
 class SecretScrubber:
-    """Replaces the Keepa key, the dashboard password and the Redis password."""
+    """Replaces the Keepa key, the dashboard password and the Redis and database passwords."""
 
     def __init__(self, settings: Settings):
-        values = [settings.keepa_api_key, settings.dashboard_password]
-        if settings.redis_url:
-            values.append(urlsplit(settings.redis_url).password)
+        values = [settings.keepa_api_key, settings.dashboard_password, *settings.url_secrets]
         self._secrets = [v for v in values if v and len(v) >= MIN_SECRET_LENGTH]
         self._encoded = [v.encode() for v in self._secrets]
 

@@ -18,7 +18,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 _NOT_COPIED = {".venv", ".git", "var", "tests", "bench", "__pycache__", ".pytest_cache",
                ".ruff_cache", ".env"}
 _OUR_VARIABLES = ("KEEPA_API_KEY", "KEEPA_API_URL", "REDIS_URL", "VAR_DIR", "DATABASE_PATH",
-                  "PYTHONPATH", "KEEPA_QUERY_PATH", "DASHBOARD_PASSWORD")
+                  "PYTHONPATH", "KEEPA_QUERY_PATH", "DASHBOARD_PASSWORD", "DATABASE_URL",
+                  "HOST_NAME", "REDIS_TLS_CA_FILE", "REDIS_TLS_CERT_REQS")
 
 
 def copy_project(destination: Path) -> Path:
