@@ -16,6 +16,7 @@ import threading
 
 import pytest
 import requests
+from pg_server import PASSWORD
 from pipeline_helpers import (
     LOOSE_QUERY,
     PROJECT_ROOT,
@@ -92,6 +93,10 @@ def test_the_whole_system_on_postgresql_ingests_the_keepa_server_exactly(
     base = dashboard_for(env)
     shown = requests.get(base + "api/deal-count", timeout=10).json()["deal_count"]
     assert shown == len(_query(postgres_url, "SELECT asin FROM deals")) == len(truth)
+    pages = "".join(requests.get(base + path, timeout=10).text
+                    for path in ("", "deals", "api/status", "metrics"))
+    logs = "".join(path.read_text(errors="replace") for path in tmp_path.rglob("*.log"))
+    assert logs and PASSWORD not in pages + logs, "the database password was shown"
 
 
 def test_two_hosts_share_redis_and_postgresql_and_one_finishes_when_the_other_dies(
