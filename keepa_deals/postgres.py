@@ -35,6 +35,7 @@ POOL_MAX_SIZE = 8
 # The advisory lock key that serialises writing transactions (an arbitrary constant: "keepa").
 WRITE_LOCK_KEY = 0x6B65657061
 Error = psycopg.Error
+_IN_TRANSACTION = (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR)
 
 _pools: dict[tuple[str, bool, int], ConnectionPool] = {}
 _pools_lock = threading.Lock()
@@ -117,8 +118,7 @@ class PgConnection:
 
     @property
     def in_transaction(self) -> bool:
-        return self.raw.info.transaction_status in (pq.TransactionStatus.INTRANS,
-                                                    pq.TransactionStatus.INERROR)
+        return self.raw is not None and self.raw.info.transaction_status in _IN_TRANSACTION
 
     def close(self) -> None:
         """Give the connection back to its pool (rolled back there if a transaction is open)."""
