@@ -7,14 +7,16 @@ import io
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import closing
 
 from flask import Blueprint, Response, abort, current_app, render_template, request
 
 from keepa_deals import db
 from keepa_deals.health import one_line
-from keepa_deals.web import formatting
+from keepa_deals.web import deal_query, formatting
 from keepa_deals.web.deal_query import (
     COLUMNS,
+    MIN_SEARCH_LENGTH,
     PER_PAGE_CHOICES,
     SELECT_COLUMNS,
     DealQuery,
@@ -36,28 +38,29 @@ def sources() -> Sources:
 @bp.get("/deals")
 def table():
     query = DealQuery.parse(request.args)
+    shown = {"query": query, "columns": COLUMNS, "per_page_choices": PER_PAGE_CHOICES,
+             "walk_cap": deal_query.WALK_CAP, "min_search_length": MIN_SEARCH_LENGTH}
     try:
         page = deal_page(query, sources())
         categories = category_choices(sources())
     except SOURCE_ERRORS as exc:
-        return render_template("deals.html", query=query, error=one_line(exc), page=None,
-                               columns=COLUMNS, categories=[],
-                               per_page_choices=PER_PAGE_CHOICES), 503
-    return render_template("deals.html", query=query, page=page, error=None, columns=COLUMNS,
-                           categories=categories, per_page_choices=PER_PAGE_CHOICES)
+        return render_template("deals.html", error=one_line(exc), page=None, categories=[],
+                               **shown), 503
+    return render_template("deals.html", page=page, error=None, categories=categories,
+                           **shown)
 
 
 @bp.get("/deals.csv")
 def export_csv():
     query = DealQuery.parse(request.args)
-    path = sources().settings.database_path
+    location = sources().settings.database
     try:  # fail before the first byte when the database is unavailable
-        db.readonly_connect(path, busy_timeout_s=READ_BUSY_TIMEOUT_S).close()
+        db.readonly_connect(location, busy_timeout_s=READ_BUSY_TIMEOUT_S).close()
     except SOURCE_ERRORS as exc:
         return Response(f"database unavailable: {one_line(exc)}\n", 503, mimetype="text/plain")
     filename = time.strftime("deals-%Y%m%d-%H%M%S.csv", time.gmtime())
     scrub = current_app.extensions["keepa_scrubber"].text
-    return Response(map(scrub, _csv_lines(query, path)), mimetype="text/csv",
+    return Response(map(scrub, _csv_lines(query, location)), mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
@@ -77,16 +80,17 @@ def detail(asin: str):
 # --------------------------------------------------------------------------- data
 
 def deal_page(query: DealQuery, source: Sources) -> dict:
-    """The rows of one page, the number of matches (capped when filtered) and paging facts."""
+    """The rows of one page, the number of matches (capped when filtered) and paging facts:
+    `next_cursor` / `prev_cursor` (the after= / before= arguments of the neighbouring pages,
+    None at either end) and `cut` (the page stopped after examining WALK_CAP deals)."""
     conn = source.db()
-    found, total, capped = query.page_of(conn)
-    rows = [deal_dict(row) for row in found]
-    if total is None:
-        total = db.deal_count(conn)
-    pages = max(1, -(-total // query.per_page))
-    return {"rows": rows, "total": total, "capped": capped, "page": query.page,
-            "per_page": query.per_page, "pages": pages,
-            "has_next": query.page < pages or (capped and len(rows) == query.per_page)}
+    found = query.page_of(conn)
+    total = db.deal_count(conn) if found.matches is None else found.matches
+    return {"rows": [deal_dict(row) for row in found.rows], "total": total,
+            "capped": found.capped, "page": found.label, "per_page": query.per_page,
+            "pages": max(1, -(-total // query.per_page)),
+            "has_next": found.next_cursor is not None, "next_cursor": found.next_cursor,
+            "prev_cursor": found.prev_cursor, "cut": found.cut}
 
 
 def deal_dict(row) -> dict:
@@ -127,19 +131,20 @@ _CSV_HEADER = ("asin", "title", "category", "root_category", "price", "average_p
                "first_seen_utc", "amazon_url", "keepa_url")
 
 
-def _csv_lines(query: DealQuery, path) -> Iterator[str]:
+def _csv_lines(query: DealQuery, location) -> Iterator[str]:
     """The CSV of every deal matching the query, in its order, streamed in chunks."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(_CSV_HEADER)
-    conn = db.readonly_connect(path, busy_timeout_s=READ_BUSY_TIMEOUT_S)
+    conn = db.readonly_connect(location, busy_timeout_s=READ_BUSY_TIMEOUT_S)
     try:
-        for count, row in enumerate(query.iter_all(conn), start=1):
-            writer.writerow(_csv_row(deal_dict(row)))
-            if count % 1000 == 0:
-                yield buffer.getvalue()
-                buffer.seek(0)
-                buffer.truncate()
+        with closing(query.iter_all(conn)) as rows:  # ends its snapshot before the close
+            for count, row in enumerate(rows, start=1):
+                writer.writerow(_csv_row(deal_dict(row)))
+                if count % 1000 == 0:
+                    yield buffer.getvalue()
+                    buffer.seek(0)
+                    buffer.truncate()
         yield buffer.getvalue()
     finally:
         conn.close()

@@ -8,11 +8,12 @@ import threading
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 from dashboard_helpers import CHROMIUM, CHROMIUM_ARGS, insert_deals, synthetic_deals
 from werkzeug.serving import make_server
 
-from keepa_deals import db
+from keepa_deals import db, postgres
 from keepa_deals.config import load_settings
 from keepa_deals.dashboard import create_app
 
@@ -45,6 +46,26 @@ def database(settings):
     db.migrate(conn)
     yield conn
     conn.close()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def module_store(request, tmp_path_factory):
+    """An empty deal store shared by one test module, once per backend: a SQLite file path
+    or the URL of a PostgreSQL database (dropped after the module). The database orders text
+    linguistically (ICU en-US, as a production server's en_US.UTF-8 does), so only SQL that
+    asks for the C collation itself gets byte order and ASCII-only case folding."""
+    if request.param == "sqlite":
+        yield tmp_path_factory.mktemp("store") / "deals.db"
+        return
+    server = request.getfixturevalue("postgres_server")
+    name = f"dashboard_{request.module.__name__.rsplit('.', 1)[-1]}_{os.getpid()}"
+    with psycopg.connect(server.url(), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE template0 LOCALE_PROVIDER icu '
+                     "ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'")
+    url = server.url(name)
+    yield url
+    postgres.close_pools()
+    server.drop_database(url)
 
 
 @pytest.fixture

@@ -5,6 +5,11 @@ from __future__ import annotations
 import random
 import sqlite3
 from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import psycopg
+
+from keepa_deals import db, postgres
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -52,6 +57,30 @@ def insert_deals(conn: sqlite3.Connection, rows: Iterable[tuple]) -> None:
     conn.execute("COMMIT")
 
 
+def copy_deals(url: str, rows: Iterable[tuple]) -> None:
+    """Load deal rows (DEAL_INSERT_COLUMNS order) into a PostgreSQL store with one COPY."""
+    with psycopg.connect(url) as conn, conn.cursor() as cursor, cursor.copy(
+            f"COPY deals ({', '.join(DEAL_INSERT_COLUMNS)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
+def fill_store(location: str | Path, rows: Iterable[tuple]) -> None:
+    """A migrated store (SQLite path or PostgreSQL URL) holding `rows`, with fresh planner
+    statistics (PostgreSQL: vacuumed too, so index-only scans need no heap visits)."""
+    conn = db.connect(location)
+    try:
+        db.migrate(conn)
+        if postgres.is_url(location):
+            copy_deals(location, rows)
+            conn.execute("VACUUM ANALYZE deals")
+        else:
+            insert_deals(conn, rows)
+            conn.execute("ANALYZE")
+    finally:
+        conn.close()
+
+
 def deal_row(asin: str, *, now: int, **values) -> tuple:
     """One deal row with sensible defaults; keyword arguments override columns."""
     row = dict(zip(DEAL_INSERT_COLUMNS, next(synthetic_deals(1, now=now)), strict=True))
@@ -67,7 +96,8 @@ def insert_run(conn: sqlite3.Connection, task: str, *, started_at: float, outcom
         ended_at = started_at + 1
     cursor = conn.execute(
         "INSERT INTO runs (task, started_at, ended_at, outcome, deals_written, tokens_spent, "
-        "error, host, pid, revision) VALUES (?, ?, ?, ?, ?, ?, ?, 'test-host', 1, 'r1')",
+        "error, host, pid, revision) VALUES (?, ?, ?, ?, ?, ?, ?, 'test-host', 1, 'r1') "
+        "RETURNING id",
         (task, int(started_at), None if ended_at is None else int(ended_at), outcome,
          deals_written, tokens_spent, error))
-    return cursor.lastrowid
+    return cursor.fetchone()[0]

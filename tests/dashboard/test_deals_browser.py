@@ -9,6 +9,7 @@ import sqlite3
 import pytest
 import requests
 
+from keepa_deals.web import deal_query
 from keepa_deals.web.deal_query import COLUMNS
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.browser]
@@ -80,18 +81,46 @@ def test_filters_narrow_the_table_to_matching_deals(dashboard, seeded, settings,
                                         "'%Kettle%'")[0][0]
 
 
-def test_pagination_walks_through_every_deal_once(dashboard, seeded, settings, page):
-    page.goto(dashboard + "/deals?per_page=25&sort=asin&dir=asc")
+def walk_next_links(page) -> list[str]:
+    """The ASINs of this page and of every page its Next links lead to."""
     seen = []
     while True:
         seen += shown_asins(page)
         if not page.locator("#next-page").count():
-            break
+            return seen
         page.click("#next-page")
+        assert "after=" in page.url and "offset" not in page.url, "pages by cursor"
+
+
+def test_pagination_walks_through_every_deal_once(dashboard, seeded, settings, page):
+    page.goto(dashboard + "/deals?per_page=25&sort=asin&dir=asc")
+    seen = walk_next_links(page)
     assert seen == [a for (a,) in sql(settings, "SELECT asin FROM deals ORDER BY asin")]
     assert "page 6" in page.locator(".pager").inner_text()
     page.click("#prev-page")
     assert shown_asins(page) == seen[100:125]
+    assert "before=" in page.url
+    for _ in range(4):
+        page.click("#prev-page")
+    assert shown_asins(page) == seen[:25]
+    assert "after=" not in page.url and "before=" not in page.url, "page 1 has no cursor"
+    assert not page.locator("#prev-page").count()
+
+
+def test_a_walk_that_meets_no_match_stops_early_and_next_continues(dashboard, seeded, settings,
+                                                                  page, screenshot,
+                                                                  monkeypatch):
+    """Many matches (more than COUNT_CAP) sorted against them: the most expensive deals have
+    no drop of 80 %. Each page examines at most WALK_CAP deals, says so, and Next goes on."""
+    monkeypatch.setattr(deal_query, "COUNT_CAP", 5)
+    monkeypatch.setattr(deal_query, "WALK_CAP", 30)
+    page.goto(dashboard + "/deals?min_drop=80&sort=price&dir=desc&per_page=25")
+    assert page.locator("#match-count").inner_text().startswith("More than 5 deals match")
+    assert "stopped after examining 30 deals" in page.locator("#walk-cut").inner_text()
+    screenshot("deals-walk-cut")
+    seen = walk_next_links(page)
+    assert seen == [a for (a,) in sql(settings, "SELECT asin FROM deals WHERE delta_percent "
+                                                "<= -80 ORDER BY current_cents DESC, asin DESC")]
 
 
 def test_csv_export_holds_every_deal_of_the_current_filter_in_order(dashboard, seeded,

@@ -14,6 +14,9 @@ pytestmark = pytest.mark.timeout(30)
 
 V1_TABLES = {"deals", "pipeline_state", "runs", "janitor_removals", "schema_migrations"}
 TABLES = {*V1_TABLES, "freshness_samples"}
+# SQLite's FTS5 title index (migration 0005): the virtual table and its shadow tables
+FTS_TABLES = {"deals_title_fts", *(f"deals_title_fts_{part}"
+                                   for part in ("data", "idx", "docsize", "config"))}
 
 
 def tables(conn) -> set[str]:
@@ -37,7 +40,7 @@ def test_fresh_database_gets_every_migration(db_path):
     conn = db.connect(db_path)
     latest = db.available_migrations()[-1][0]
     assert db.migrate(conn) == latest
-    assert tables(conn) == TABLES
+    assert tables(conn) == TABLES | FTS_TABLES
     applied = [row[0] for row in conn.execute("SELECT version FROM schema_migrations")]
     assert applied == [version for version, _ in db.available_migrations()]
 
