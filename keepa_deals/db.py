@@ -588,9 +588,7 @@ def _column_value(record: DealRecord, name: str):
 
 def enrichment_coverage(conn: sqlite3.Connection, *, enriched_since: int) -> tuple[int, int]:
     """(deals enriched at or after `enriched_since`, all deals)."""
-    enriched = conn.execute("SELECT COUNT(*) FROM deals WHERE enriched_at >= ?",
-                            (enriched_since,)).fetchone()[0]  # a range of deals_enriched_at
-    return enriched, deal_count(conn)
+    return _counted_since(conn, "enriched", enriched_since), deal_count(conn)
 
 
 # --------------------------------------------------------------------------- freshness
@@ -618,14 +616,46 @@ def prune_freshness_samples(conn: sqlite3.Connection, *, recorded_before: int) -
 
 
 def deal_count(conn: sqlite3.Connection) -> int:
-    """The deal count: every row of `deals`, no filter (FAILURES D12)."""
+    """The deal count: every row of `deals`, no filter (FAILURES D12). PostgreSQL reads it
+    from deal_hours (migration 0005: kept exact by triggers in the writing transaction)."""
+    if is_postgres(conn):
+        return conn.execute("SELECT CAST(COALESCE(SUM(deals), 0) AS BIGINT) FROM deal_hours "
+                            "WHERE kind = 'first_seen'").fetchone()[0]
     return conn.execute("SELECT COUNT(*) FROM deals").fetchone()[0]
 
 
 def deals_added_since(conn: sqlite3.Connection, since: int) -> int:
     """Deals first seen at or after `since`."""
-    return conn.execute("SELECT COUNT(*) FROM deals WHERE first_seen_at >= ?",
-                        (since,)).fetchone()[0]
+    return _counted_since(conn, "first_seen", since)
+
+
+def deals_first_seen_per_hour(conn: sqlite3.Connection, first: int, end: int) -> dict[int, int]:
+    """{hour start: deals first seen in that hour} for the whole hours in [first, end)."""
+    if is_postgres(conn):
+        return dict(conn.execute("SELECT hour, deals FROM deal_hours WHERE kind = 'first_seen' "
+                                 "AND hour >= ? AND hour < ? AND deals <> 0", (first, end)))
+    return dict(conn.execute(
+        "SELECT first_seen_at / 3600 * 3600 AS hour, COUNT(*) FROM deals "
+        "WHERE first_seen_at >= ? AND first_seen_at < ? GROUP BY hour", (first, end)))
+
+
+_HOUR_S = 3600
+_COUNTED_COLUMNS = {"first_seen": "first_seen_at", "enriched": "enriched_at"}
+
+
+def _counted_since(conn, kind: str, since: int) -> int:
+    """Deals whose `kind` time is at or after `since`: on PostgreSQL the whole hours from
+    deal_hours plus the rows of the partial hour before them, on the column's index."""
+    column = _COUNTED_COLUMNS[kind]
+    if not is_postgres(conn):
+        return conn.execute(f"SELECT COUNT(*) FROM deals WHERE {column} >= ?",
+                            (since,)).fetchone()[0]
+    next_hour = -(-since // _HOUR_S) * _HOUR_S
+    whole = conn.execute("SELECT CAST(COALESCE(SUM(deals), 0) AS BIGINT) FROM deal_hours "
+                         "WHERE kind = ? AND hour >= ?", (kind, next_hour)).fetchone()[0]
+    partial = conn.execute(f"SELECT COUNT(*) FROM deals WHERE {column} >= ? AND {column} < ?",
+                           (since, next_hour)).fetchone()[0]
+    return whole + partial
 
 
 def newest_deal(conn: sqlite3.Connection) -> sqlite3.Row | None:

@@ -90,11 +90,7 @@ class HourlyCounts:
         first = current - (CHART_HOURS - 1) * 3600
         with self._guard:
             if self._first_hour != first or time.monotonic() - self._computed_at > CHART_CACHE_S:
-                rows = conn.execute(
-                    "SELECT first_seen_at / 3600 * 3600 AS hour, COUNT(*) FROM deals "
-                    "WHERE first_seen_at >= ? AND first_seen_at < ? GROUP BY hour",
-                    (first, current)).fetchall()
-                self._completed = {hour: count for hour, count in rows}
+                self._completed = db.deals_first_seen_per_hour(conn, first, current)
                 self._first_hour, self._computed_at = first, time.monotonic()
             completed = self._completed
         live = db.deals_added_since(conn, current)
