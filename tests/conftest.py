@@ -15,7 +15,7 @@ import pytest
 from pg_server import PostgresServer
 from support import SimHandle, launch_simulator
 
-from keepa_deals import postgres
+from keepa_deals import db, postgres
 from keepa_deals.redis_server import PrivateRedis, connect, free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -94,6 +94,15 @@ def store(request, tmp_path) -> str | Path:
     if request.param == "sqlite":
         return tmp_path / "var" / "deals.db"
     return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def store_conn(store):
+    """A writable connection to an empty migrated store, per backend."""
+    conn = db.connect(store)
+    db.migrate(conn)
+    yield conn
+    conn.close()
 
 
 @pytest.fixture

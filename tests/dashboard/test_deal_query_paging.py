@@ -296,15 +296,6 @@ def test_the_title_index_follows_inserts_title_changes_and_deletes(store_conn):
                             "VALUES ('integrity-check')").rowcount == 1
 
 
-@pytest.fixture
-def store_conn(store):
-    """A writable connection to an empty migrated store, per backend (the root `store`)."""
-    conn = db.connect(store)
-    db.migrate(conn)
-    yield conn
-    conn.close()
-
-
 def _cursor(args: dict, value, asin="B000000001", inclusive=False) -> str:
     return encode_cursor(DealQuery.parse(args), Position(value, asin, inclusive))
 

@@ -14,11 +14,8 @@ def db_path(tmp_path):
 
 
 @pytest.fixture
-def conn(store):
-    connection = db.connect(store)
-    db.migrate(connection)
-    yield connection
-    connection.close()
+def conn(store_conn):
+    return store_conn
 
 
 @pytest.fixture

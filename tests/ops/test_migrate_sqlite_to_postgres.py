@@ -15,6 +15,8 @@ from pathlib import Path
 import psycopg
 import psycopg.rows
 import pytest
+from db_helpers import BASE_TIME
+from db_helpers import make_deal as deal
 from ops_helpers import PROJECT_ROOT, clean_environment, show
 from pg_server import PASSWORD
 from support import wait_until
@@ -26,27 +28,12 @@ from keepa_deals.deals import DealRecord
 pytestmark = pytest.mark.timeout(180)
 
 SCRIPT = PROJECT_ROOT / "Diagnostics" / "migrate_sqlite_to_postgres.py"
-BASE_TIME = 1_700_000_000
 # Titles whose bytes must survive: accents (composed and decomposed), CJK, emoji with a joiner,
 # right-to-left text, quotes, a backslash, a percent sign and a newline.
 TITLES = ("Café crème", "Cafe\u0301 cre\u0300me", "東京の時計", "👩‍💻 Laptop stand",
           "مكبر صوت", "It's \"quoted\" \\ 100% new\nline")
 KEYS = {"deals": "asin", "pipeline_state": "name", "runs": "id", "freshness_samples": "id",
         "janitor_removals": "id"}
-
-
-def deal(asin: str, **changes) -> DealRecord:
-    """A plausible deal; keyword arguments override fields."""
-    values = dict(
-        asin=asin, domain_id=1, title="Golden River Speaker", image_url=None,
-        root_category=172282, categories=(172282, 667846011), category_name="Electronics",
-        brand=None, price_type=1, current_cents=2_499, avg_cents=3_999, delta_cents=-1_500,
-        delta_percent=-38, amazon_cents=None, new_cents=2_499, used_cents=1_899,
-        list_price_cents=4_999, sales_rank=12_345, rating=4.5, review_count=321,
-        offer_count_new=7, offer_count_used=2, deal_created_at=BASE_TIME - 3_600,
-        last_update_at=BASE_TIME, enriched_at=None)
-    values.update(changes)
-    return DealRecord(**values)
 
 
 def many_deals(count: int) -> list[DealRecord]:
