@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 from pg_server import PostgresServer
-from support import SimHandle, launch_simulator
+from support import SimHandle, launch_simulator, migrated_store
 
-from keepa_deals import db, postgres
+from keepa_deals import postgres
 from keepa_deals.redis_server import PrivateRedis, connect, free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -99,10 +99,7 @@ def store(request, tmp_path) -> str | Path:
 @pytest.fixture
 def store_conn(store):
     """A writable connection to an empty migrated store, per backend."""
-    conn = db.connect(store)
-    db.migrate(conn)
-    yield conn
-    conn.close()
+    yield from migrated_store(store)
 
 
 @pytest.fixture

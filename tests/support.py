@@ -13,10 +13,20 @@ from pathlib import Path
 import pytest
 import requests
 
+from keepa_deals import db
 from keepa_deals.redis_server import free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SIM_START_TIMEOUT_S = 20
+
+
+def migrated_store(location):
+    """Yield a writable connection to the store at `location` (a SQLite path or a PostgreSQL
+    URL), migrated to this code's schema; closed afterwards. For fixtures."""
+    conn = db.connect(location)
+    db.migrate(conn)
+    yield conn
+    conn.close()
 
 
 def wait_until(condition: Callable[[], object], timeout: float, message: str = "condition",

@@ -4,8 +4,7 @@ tests/conftest.py), or a SQLite file (`db_path`, `sqlite_conn`) for SQLite's own
 from __future__ import annotations
 
 import pytest
-
-from keepa_deals import db
+from support import migrated_store
 
 
 @pytest.fixture
@@ -20,7 +19,4 @@ def conn(store_conn):
 
 @pytest.fixture
 def sqlite_conn(db_path):
-    connection = db.connect(db_path)
-    db.migrate(connection)
-    yield connection
-    connection.close()
+    yield from migrated_store(db_path)

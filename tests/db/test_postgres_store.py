@@ -11,6 +11,7 @@ import psycopg
 import pytest
 from db_helpers import BASE_TIME, make_deal
 from pg_server import PASSWORD
+from support import migrated_store, wait_until
 
 from keepa_deals import db, postgres
 from keepa_deals.config import load_settings
@@ -21,17 +22,7 @@ pytestmark = pytest.mark.timeout(60)
 
 @pytest.fixture
 def pg(postgres_url):
-    conn = db.connect(postgres_url)
-    db.migrate(conn)
-    yield conn
-    conn.close()
-
-
-def wait_for(condition, timeout_s: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
+    yield from migrated_store(postgres_url)
 
 
 def waiting_writers(conn) -> int:
@@ -75,7 +66,8 @@ def test_a_second_writer_waits_for_the_first_across_connections(pg, postgres_url
         db.set_state(holder, "holder", 1)
         thread = threading.Thread(target=second_writer)
         thread.start()
-        wait_for(lambda: waiting_writers(pg) == 1, what="the second writer to queue")
+        wait_until(lambda: waiting_writers(pg) == 1, 10, "the second writer to queue",
+                   interval=0.01)
         assert not finished.is_set(), "the second writer wrote during the first's transaction"
         assert db.deal_count(pg) == 0
     thread.join(timeout=20)

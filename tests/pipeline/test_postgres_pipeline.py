@@ -25,16 +25,14 @@ from pipeline_helpers import (
     enrichment_lag,
     frozen_sim,
     runs,
-    state,
     stored_deals,
     truth_deals,
 )
 from support import wait_until
-from test_celery_pipeline import sim_key
+from test_celery_pipeline import sim_key, sweeps_done
 from werkzeug.serving import make_server
 
 from keepa_deals import db
-from keepa_deals.backfiller import CURSOR_STATE
 from keepa_deals.config import load_settings
 from keepa_deals.dashboard import create_app
 from keepa_deals.heartbeats import read_workers
@@ -59,11 +57,6 @@ def dashboard_for(tmp_path):
     for server in servers:
         server.shutdown()
         server.server_close()
-
-
-def sweeps_done(url) -> int:
-    cursor = state(url, CURSOR_STATE)
-    return 0 if cursor is None else cursor["sweep_id"] - 1
 
 
 def stored_titles(url) -> dict[str, str | None]:
