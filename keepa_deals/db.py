@@ -155,7 +155,7 @@ def readonly_connect(location: str | Path, *,
 
 
 @contextmanager
-def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+def transaction(conn: Connection) -> Iterator[Connection]:
     """BEGIN as the only writer (SQLite: IMMEDIATE, waits up to busy_timeout for other
     writers; PostgreSQL: an advisory lock) … COMMIT, or ROLLBACK when the block raises."""
     if is_postgres(conn):
@@ -181,7 +181,7 @@ def dialect(conn) -> str:
     return "postgresql" if is_postgres(conn) else "sqlite"
 
 
-def _require_transaction(conn: sqlite3.Connection, what: str) -> None:
+def _require_transaction(conn: Connection, what: str) -> None:
     if not conn.in_transaction:
         raise TransactionRequired(f"{what} must run inside db.transaction(conn)")
 
@@ -209,14 +209,14 @@ def available_migrations(dialect: str = "sqlite") -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def schema_version(conn: sqlite3.Connection) -> int:
+def schema_version(conn: Connection) -> int:
     """The highest applied migration; 0 for a new or pre-migration database."""
     if not _table_exists(conn, "schema_migrations"):
         return 0
     return conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()[0]
 
 
-def migrate(conn: sqlite3.Connection) -> int:
+def migrate(conn: Connection) -> int:
     """Apply pending migrations in one transaction; returns the schema version.
 
     Idempotent and safe to run from several processes at once. Nothing is dropped: a deals
@@ -238,14 +238,12 @@ def migrate(conn: sqlite3.Connection) -> int:
                 continue
             script = path.read_text(encoding="utf-8")
             if is_postgres(conn):
-                conn.execute_script(script)
-                conn.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
-                             (version, int(time.time())))
-                continue
-            if version == 1 and _table_exists(conn, "deals"):
-                _adopt_legacy_deals(conn, path)
-            for statement in _statements(script):
-                conn.execute(statement)
+                conn.execute_script(script)  # PostgreSQL has never had a pre-migration table
+            else:
+                if version == 1 and _table_exists(conn, "deals"):
+                    _adopt_legacy_deals(conn, path)
+                for statement in _statements(script):
+                    conn.execute(statement)
             conn.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
                          (version, int(time.time())))
     return latest
@@ -258,7 +256,7 @@ def latest_version() -> int:
     return migrations[-1][0] if migrations else 0
 
 
-def ensure_schema(conn: sqlite3.Connection) -> None:
+def ensure_schema(conn: Connection) -> None:
     """What a task run does before working: create the schema in a brand-new database, else
     require exactly this code's version. Upgrading an existing database is the start script's
     and the deploy's job (once, after a snapshot), never a task run's."""
@@ -275,7 +273,7 @@ def ensure_schema(conn: sqlite3.Connection) -> None:
                "apply the migrations: .venv/bin/python -m keepa_deals.ops migrate"))
 
 
-def snapshot(conn: sqlite3.Connection, path: Path) -> None:
+def snapshot(conn: Connection, path: Path) -> None:
     """A consistent copy of the whole database at `path` (SQLite's online backup API), written
     beside it first and renamed, so `path` is never a half-written copy. SQLite only: a
     PostgreSQL server is backed up by its own tools (docs/deploy.md)."""
@@ -291,7 +289,7 @@ def snapshot(conn: sqlite3.Connection, path: Path) -> None:
     partial.replace(path)
 
 
-def restore(conn: sqlite3.Connection, path: Path) -> None:
+def restore(conn: Connection, path: Path) -> None:
     """Replace the whole database of `conn` with the snapshot at `path` (backup API, so the
     WAL and other connections see a consistent database). SQLite only."""
     _require_sqlite(conn, "restoring a snapshot")
@@ -320,7 +318,7 @@ def _require_sqlite(conn, what: str) -> None:
                              "your provider's backups (docs/deploy.md)")
 
 
-def _table_exists(conn: sqlite3.Connection, name: str) -> bool:
+def _table_exists(conn: Connection, name: str) -> bool:
     if is_postgres(conn):
         return conn.execute("SELECT to_regclass(?) IS NOT NULL", (name,)).fetchone()[0]
     row = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
@@ -384,7 +382,7 @@ _fields_before_categories = attrgetter(*DEAL_FIELDS[:_CATEGORIES_AT])
 _fields_after_categories = attrgetter(*DEAL_FIELDS[_CATEGORIES_AT + 1:])
 
 
-def upsert_deals(conn: sqlite3.Connection, records: Sequence[DealRecord], *, source: str,
+def upsert_deals(conn: Connection, records: Sequence[DealRecord], *, source: str,
                  seen_at: int | None = None) -> UpsertResult:
     """Insert or update deals by ASIN inside the caller's transaction (not committed here).
 
@@ -440,7 +438,7 @@ def _data_differs(before: tuple, after: tuple) -> bool:
             or before[_LAST_SEEN_AT + 1:] != after[_LAST_SEEN_AT + 1:])
 
 
-def _write_merged(conn: sqlite3.Connection, stored: dict[str, tuple],
+def _write_merged(conn: Connection, stored: dict[str, tuple],
                   merged: dict[str, tuple]) -> None:
     """INSERT the new rows; UPDATE stored rows, grouped by the set of columns that changed."""
     if is_postgres(conn):
@@ -485,13 +483,13 @@ def _write_merged_postgres(conn, stored: dict[str, tuple], merged: dict[str, tup
         conn.execute(_UPSERT_SQL, [list(column) for column in zip(*rows, strict=True)])
 
 
-def _stored_rows(conn: sqlite3.Connection, asins: Sequence[str]) -> dict[str, tuple]:
+def _stored_rows(conn: Connection, asins: Sequence[str]) -> dict[str, tuple]:
     """{asin: row in DEAL_COLUMNS order} for those of `asins` already stored."""
     return {row[0]: tuple(row) for row in
             _select_by_asin(conn, ", ".join(DEAL_COLUMNS), asins)}
 
 
-def _select_by_asin(conn: sqlite3.Connection, columns: str,
+def _select_by_asin(conn: Connection, columns: str,
                     asins: Iterable[str]) -> Iterator[sqlite3.Row]:
     unique = list(dict.fromkeys(asins))
     for start in range(0, len(unique), _SQL_VARIABLES_PER_QUERY):
@@ -505,7 +503,7 @@ def _categories_json(categories: tuple[int, ...]) -> str | None:
     return f"[{','.join(map(str, categories))}]" if categories else None
 
 
-def deal_versions(conn: sqlite3.Connection, asins: Iterable[str]
+def deal_versions(conn: Connection, asins: Iterable[str]
                   ) -> dict[str, tuple[int, int | None]]:
     """{asin: (last_update_at, enriched_at)} for those of `asins` already stored."""
     return {asin: (last_update, enriched) for asin, last_update, enriched
@@ -536,7 +534,7 @@ class QueuedDeal:
     last_update_at: int
 
 
-def enrichment_queue(conn: sqlite3.Connection, limit: int, *, stale_before: int,
+def enrichment_queue(conn: Connection, limit: int, *, stale_before: int,
                      seen_since: int) -> list[QueuedDeal]:
     """Up to `limit` deals to enrich, most urgent first: never enriched (newest deal first),
     lastUpdate moved since the enrichment (oldest enrichment first), enrichment older than
@@ -558,7 +556,7 @@ def enrichment_queue(conn: sqlite3.Connection, limit: int, *, stale_before: int,
     return list(queued.values())
 
 
-def deal_records(conn: sqlite3.Connection, asins: Iterable[str]) -> dict[str, DealRecord]:
+def deal_records(conn: Connection, asins: Iterable[str]) -> dict[str, DealRecord]:
     """{asin: the stored row as a DealRecord} for those of `asins` that are stored."""
     records = {}
     for row in _select_by_asin(conn, ", ".join(DEAL_FIELDS), asins):
@@ -568,7 +566,7 @@ def deal_records(conn: sqlite3.Connection, asins: Iterable[str]) -> dict[str, De
     return records
 
 
-def record_enrichment(conn: sqlite3.Connection, records: Sequence[DealRecord], *,
+def record_enrichment(conn: Connection, records: Sequence[DealRecord], *,
                       enriched_for: dict[str, int]) -> None:
     """Write the product columns and enriched_at of enriched `records` inside the caller's
     transaction, with enriched_update_at = enriched_for[asin] (the lastUpdate the /product call
@@ -586,14 +584,14 @@ def _column_value(record: DealRecord, name: str):
     return _categories_json(value) if name == "categories" else value
 
 
-def enrichment_coverage(conn: sqlite3.Connection, *, enriched_since: int) -> tuple[int, int]:
+def enrichment_coverage(conn: Connection, *, enriched_since: int) -> tuple[int, int]:
     """(deals enriched at or after `enriched_since`, all deals)."""
     return _counted_since(conn, "enriched", enriched_since), deal_count(conn)
 
 
 # --------------------------------------------------------------------------- freshness
 
-def add_freshness_samples(conn: sqlite3.Connection, samples: Iterable[tuple[str, int]], *,
+def add_freshness_samples(conn: Connection, samples: Iterable[tuple[str, int]], *,
                           recorded_at: int) -> None:
     """Record (kind, lag_s) samples, kind "new" or "changed", inside the caller's transaction."""
     _require_transaction(conn, "add_freshness_samples")
@@ -601,21 +599,21 @@ def add_freshness_samples(conn: sqlite3.Connection, samples: Iterable[tuple[str,
                      [(recorded_at, kind, lag) for kind, lag in samples])
 
 
-def freshness_lags(conn: sqlite3.Connection, kind: str, *, since: int) -> list[int]:
+def freshness_lags(conn: Connection, kind: str, *, since: int) -> list[int]:
     """The lags (seconds) of `kind` samples recorded at or after `since`, smallest first."""
     return [lag for (lag,) in conn.execute(
         "SELECT lag_s FROM freshness_samples WHERE kind = ? AND recorded_at >= ? ORDER BY lag_s",
         (kind, since))]
 
 
-def prune_freshness_samples(conn: sqlite3.Connection, *, recorded_before: int) -> int:
+def prune_freshness_samples(conn: Connection, *, recorded_before: int) -> int:
     """Delete samples recorded before `recorded_before` (caller's transaction); how many."""
     _require_transaction(conn, "prune_freshness_samples")
     return conn.execute("DELETE FROM freshness_samples WHERE recorded_at < ?",
                         (recorded_before,)).rowcount
 
 
-def deal_count(conn: sqlite3.Connection) -> int:
+def deal_count(conn: Connection) -> int:
     """The deal count: every row of `deals`, no filter (FAILURES D12). PostgreSQL reads it
     from deal_hours (migration 0005: kept exact by triggers in the writing transaction)."""
     if is_postgres(conn):
@@ -624,12 +622,12 @@ def deal_count(conn: sqlite3.Connection) -> int:
     return conn.execute("SELECT COUNT(*) FROM deals").fetchone()[0]
 
 
-def deals_added_since(conn: sqlite3.Connection, since: int) -> int:
+def deals_added_since(conn: Connection, since: int) -> int:
     """Deals first seen at or after `since`."""
     return _counted_since(conn, "first_seen", since)
 
 
-def deals_first_seen_per_hour(conn: sqlite3.Connection, first: int, end: int) -> dict[int, int]:
+def deals_first_seen_per_hour(conn: Connection, first: int, end: int) -> dict[int, int]:
     """{hour start: deals first seen in that hour} for the whole hours in [first, end)."""
     if is_postgres(conn):
         return dict(conn.execute("SELECT hour, deals FROM deal_hours WHERE kind = 'first_seen' "
@@ -658,7 +656,7 @@ def _counted_since(conn, kind: str, since: int) -> int:
     return whole + partial
 
 
-def newest_deal(conn: sqlite3.Connection) -> sqlite3.Row | None:
+def newest_deal(conn: Connection) -> Any:
     """The most recently first-seen deal (None when there is none)."""
     return conn.execute("SELECT * FROM deals ORDER BY first_seen_at DESC, asin LIMIT 1"
                         ).fetchone()
@@ -666,13 +664,13 @@ def newest_deal(conn: sqlite3.Connection) -> sqlite3.Row | None:
 
 # --------------------------------------------------------------------------- pipeline state
 
-def get_state(conn: sqlite3.Connection, name: str, default: Any = None) -> Any:
+def get_state(conn: Connection, name: str, default: Any = None) -> Any:
     """The decoded JSON value stored under `name`, or `default` when never written."""
     row = conn.execute("SELECT value FROM pipeline_state WHERE name = ?", (name,)).fetchone()
     return default if row is None else json.loads(row[0])
 
 
-def set_state(conn: sqlite3.Connection, name: str, value: Any) -> None:
+def set_state(conn: Connection, name: str, value: Any) -> None:
     """Store a JSON-serialisable value under `name` inside the caller's transaction."""
     _require_transaction(conn, "set_state")
     try:
@@ -684,7 +682,7 @@ def set_state(conn: sqlite3.Connection, name: str, value: Any) -> None:
                  "updated_at = excluded.updated_at", (name, encoded, int(time.time())))
 
 
-def take_fence(conn: sqlite3.Connection, lock_name: str) -> int:
+def take_fence(conn: Connection, lock_name: str) -> int:
     """Make the caller the newest holder of `lock_name` for this database: bump and return the
     lock's fencing number (its own transaction). Call right after acquiring the lease."""
     name = FENCE_STATE_PREFIX + lock_name
@@ -694,7 +692,7 @@ def take_fence(conn: sqlite3.Connection, lock_name: str) -> int:
     return fence
 
 
-def holds_fence(conn: sqlite3.Connection, lock_name: str, fence: int) -> bool:
+def holds_fence(conn: Connection, lock_name: str, fence: int) -> bool:
     """Whether `fence` is still the newest fencing number of `lock_name`. Checked inside a write
     transaction, it fences the write: a holder that slept past its lease (SIGSTOP, a long pause)
     while a successor took the fence cannot overwrite the successor's work."""
@@ -703,7 +701,7 @@ def holds_fence(conn: sqlite3.Connection, lock_name: str, fence: int) -> bool:
 
 # --------------------------------------------------------------------------- runs
 
-def start_run(conn: sqlite3.Connection, task: str, *, host: str, pid: int,
+def start_run(conn: Connection, task: str, *, host: str, pid: int,
               revision: str | None) -> int:
     """Record a run as "running" (committed at once outside a transaction); returns its id."""
     return conn.execute(
@@ -712,7 +710,7 @@ def start_run(conn: sqlite3.Connection, task: str, *, host: str, pid: int,
         (task, int(time.time()), host, pid, revision)).fetchone()[0]
 
 
-def finish_run(conn: sqlite3.Connection, run_id: int, *, outcome: str, deals_written: int,
+def finish_run(conn: Connection, run_id: int, *, outcome: str, deals_written: int,
                tokens_spent: int, error: str | None = None, detail: Any = None) -> None:
     """Record how a run ended; `outcome` is one of RUN_OUTCOMES, `detail` JSON-serialisable."""
     if outcome not in RUN_OUTCOMES:
@@ -726,7 +724,7 @@ def finish_run(conn: sqlite3.Connection, run_id: int, *, outcome: str, deals_wri
         raise LookupError(f"run {run_id} does not exist")
 
 
-def recent_runs(conn: sqlite3.Connection, limit: int = 20, task: str | None = None
+def recent_runs(conn: Connection, limit: int = 20, task: str | None = None
                 ) -> list[Run]:
     """The newest runs first, of one task or of all."""
     if task is None:
@@ -737,7 +735,7 @@ def recent_runs(conn: sqlite3.Connection, limit: int = 20, task: str | None = No
     return [_run(row) for row in rows]
 
 
-def prune_runs(conn: sqlite3.Connection, *, ended_before: int, keep_per_task: int) -> int:
+def prune_runs(conn: Connection, *, ended_before: int, keep_per_task: int) -> int:
     """Delete finished runs that ended before `ended_before`, except each task's newest
     `keep_per_task` runs and its last successful one (health and the janitor read it).
     Runs inside the caller's transaction; returns how many were deleted."""
@@ -753,14 +751,14 @@ def prune_runs(conn: sqlite3.Connection, *, ended_before: int, keep_per_task: in
         (keep_per_task, ended_before)).rowcount
 
 
-def run_details_since(conn: sqlite3.Connection, task: str, since: int) -> list[Any]:
+def run_details_since(conn: Connection, task: str, since: int) -> list[Any]:
     """The decoded `detail` of the task's runs that ended at or after `since`."""
     return [json.loads(detail) for (detail,) in conn.execute(
         "SELECT detail FROM runs WHERE task = ? AND ended_at >= ? AND detail IS NOT NULL",
         (task, since))]
 
 
-def first_run_end_with(conn: sqlite3.Connection, task: str, counter: str) -> int | None:
+def first_run_end_with(conn: Connection, task: str, counter: str) -> int | None:
     """When the task's first run whose detail has `counter` > 0 ended; None when none did."""
     positive = ("CAST(CAST(detail AS json) ->> ? AS integer) > 0" if is_postgres(conn)
                 else "json_extract(detail, '$.' || ?) > 0")
@@ -768,7 +766,7 @@ def first_run_end_with(conn: sqlite3.Connection, task: str, counter: str) -> int
                         (task, counter)).fetchone()[0]
 
 
-def last_successful_run(conn: sqlite3.Connection, task: str) -> Run | None:
+def last_successful_run(conn: Connection, task: str) -> Run | None:
     """The task's run with outcome "ok" that ended last, or None."""
     row = conn.execute("SELECT * FROM runs WHERE task = ? AND outcome = 'ok' "
                        "ORDER BY ended_at DESC LIMIT 1", (task,)).fetchone()
